@@ -1,0 +1,2031 @@
+"""gxo: an automation kernel that runs YAML playbooks.
+
+A playbook is a list of tasks.  Each task runs a module (``exec`` runs a
+command) and may pass state to later tasks through templates, run
+conditionally (``when``), over a list (``loop``, optionally in parallel), with
+retries, and stream records to other tasks like a Unix pipe.  gxo schedules the
+tasks as a DAG built from those references, runs independent ones
+concurrently, and stops cleanly on the first failure.
+
+    python gxo.py -playbook deploy.yml -var env=prod
+
+or from Python:
+
+    import gxo
+    result = gxo.run_playbook("deploy.yml", vars={"env": "prod"})
+    result.ok, result.tasks["build"].status, result.state["build_out"]
+"""
+
+__all__ = [
+    "GxoError", "PlaybookError", "ParamError", "TaskError", "Cancelled",
+    "RecordProcessingError", "TemplateError", "TemplateSyntaxError",
+    "TemplateRenderError",
+    "load_playbook", "Playbook", "Task", "Params",
+    "render", "resolve", "template_variables", "truthy",
+    "Channel", "Module", "TaskContext", "register", "Logger",
+    "Engine", "RunResult", "TaskResult", "run_playbook", "main",
+]
+__version__ = "0.1.0"
+
+import os
+import re
+import sys
+import threading
+import time
+from collections import ChainMap, deque
+from queue import SimpleQueue
+
+if __name__ == "__main__":
+    # Modules do 'import gxo': let that find this very module, not a second copy.
+    sys.modules.setdefault("gxo", sys.modules[__name__])
+
+COMPLETED, FAILED, SKIPPED = "Completed", "Failed", "Skipped"
+_DEFAULT_DELIMITERS = ("<<", ">>")
+
+
+# ---------------------------------------------------------------- errors
+
+class GxoError(Exception):
+    """Base class of every error gxo raises on purpose."""
+
+
+class PlaybookError(GxoError):
+    """The playbook is invalid: a user mistake found before anything runs.
+
+    The message names the file, line, column, task and field.
+    """
+
+    def __init__(self, message, *, file=None, line=None, col=None, task=None,
+                 field=None):
+        self.message, self.file, self.line, self.col = message, file, line, col
+        self.task, self.field = task, field
+        super().__init__(str(self))
+
+    def __str__(self):
+        where = ""
+        if self.file:
+            where = self.file
+            if self.line:
+                where += f":{self.line}:{self.col}"
+            where += ": "
+        if self.task:
+            where += f"{self.task}: "
+        if self.field:
+            where += f"{self.field}: "
+        return where + self.message
+
+
+class ParamError(GxoError):
+    """A module parameter is missing, unknown or of the wrong type."""
+
+    def __init__(self, param, message):
+        self.param, self.message = param, message
+        super().__init__(f"param '{param}': {message}" if param else message)
+
+
+class TaskError(GxoError):
+    """A task failed; raised by modules for failures that need no traceback."""
+
+
+class Cancelled(GxoError):
+    """The task was cancelled (playbook halted, timeout, signal, producer failed)."""
+
+
+class RecordProcessingError(GxoError):
+    """A non-fatal error with one record; put on ``errors``, never fails a task."""
+
+    def __init__(self, task, item, cause):
+        self.task, self.item, self.cause = task, item, cause
+        super().__init__(f"task={task} item={item!r} cause={cause}")
+
+
+def _suggest(word, choices):
+    """Return ' (did you mean 'x'?)' for the closest choice, or ''."""
+    import difflib
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], 1, 0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _describe(value):
+    """Name a YAML value for an error message: type and a short excerpt."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string {text!r}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+# ---------------------------------------------------------------- YAML loading
+#
+# PyYAML speaks YAML 1.1 (yes/no booleans, 0777 octals, 1:30 sexagesimals).
+# Playbooks are YAML 1.2: we let PyYAML compose the node tree with no implicit
+# typing at all, then build values ourselves with the 1.2 core schema.  The
+# node tree is kept so that an error can point at the line of any value.
+
+_PLAIN = "!gxo-plain"
+_STR, _INT, _FLOAT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_BOOL, _NULL = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"
+_SEQ, _MAP = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_INT_RE = re.compile(r"[-+]?[0-9]+$|0o[0-7]+$|0x[0-9a-fA-F]+$")
+_FLOAT_RE = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_SPECIAL_FLOATS = {".inf": float("inf"), ".Inf": float("inf"), ".INF": float("inf"),
+                   "+.inf": float("inf"), "+.Inf": float("inf"), "+.INF": float("inf"),
+                   "-.inf": float("-inf"), "-.Inf": float("-inf"), "-.INF": float("-inf"),
+                   ".nan": float("nan"), ".NaN": float("nan"), ".NAN": float("nan")}
+_WORDS = {"null": None, "Null": None, "NULL": None, "~": None, "": None,
+          "true": True, "True": True, "TRUE": True,
+          "false": False, "False": False, "FALSE": False}
+
+
+def _plain_scalar(text):
+    """Type a plain (unquoted) YAML scalar by the YAML 1.2 core schema."""
+    if text in _WORDS:
+        return _WORDS[text]
+    if text[0] in "0123456789+-.":
+        if _INT_RE.match(text):
+            if text.startswith(("0o", "0x")):
+                return int(text[2:], 8 if text[1] == "o" else 16)
+            return int(text)
+        if _FLOAT_RE.match(text):
+            return float(text)
+        if text in _SPECIAL_FLOATS:
+            return _SPECIAL_FLOATS[text]
+    return text
+
+
+class _Document:
+    """A parsed YAML file: its values plus the nodes they came from."""
+
+    def __init__(self, text, file):
+        self.file = file
+        self._nodes = {}            # id(list or dict) -> its YAML node
+        self.root = self._parse(text)
+
+    def _parse(self, text):
+        import yaml
+        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+        class Composer(base):
+            def resolve(self, kind, value, implicit):
+                if kind is yaml.ScalarNode:
+                    return _PLAIN if implicit[0] else _STR
+                return _SEQ if kind is yaml.SequenceNode else _MAP
+
+        self._yaml = yaml
+        loader = Composer(text)
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            raise PlaybookError(f"invalid YAML: {e.problem or e.context}",
+                                file=self.file, line=mark and mark.line + 1,
+                                col=mark and mark.column + 1) from None
+        except yaml.YAMLError as e:
+            raise PlaybookError(f"invalid YAML: {e}", file=self.file) from None
+        finally:
+            loader.dispose()
+        if node is None:
+            raise PlaybookError("the playbook is empty", file=self.file)
+        return self._value(node, {})
+
+    def _value(self, node, memo):
+        tag = node.tag
+        if isinstance(node, self._yaml.ScalarNode):
+            text = node.value
+            if tag == _PLAIN:
+                return _plain_scalar(text)
+            if tag == _STR:
+                return text
+            try:
+                if tag in (_INT, _FLOAT, _BOOL, _NULL):
+                    value = _plain_scalar(text)
+                    if tag == _FLOAT and isinstance(value, int) and not isinstance(value, bool):
+                        value = float(value)
+                    kinds = {_INT: int, _FLOAT: float, _BOOL: bool, _NULL: type(None)}
+                    if type(value) is kinds[tag]:
+                        return value
+            except (ValueError, IndexError):
+                pass
+            raise self.error(node, f"cannot read {text!r} as {tag}")
+        if id(node) in memo:        # an alias: share the value built for the anchor
+            return memo[id(node)]
+        if tag not in (_SEQ, _MAP):
+            raise self.error(node, f"unsupported YAML tag {tag}")
+        if isinstance(node, self._yaml.SequenceNode):
+            value = memo[id(node)] = []
+            value.extend(self._value(n, memo) for n in node.value)
+        else:
+            value = memo[id(node)] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == _PLAIN and key_node.value == "<<":
+                    self._merge(value, value_node, memo)
+                    continue
+                key = self._value(key_node, memo)
+                if isinstance(key, (dict, list)):
+                    raise self.error(key_node, "a mapping key must be a scalar")
+                if key in value and id(key_node) not in memo.get("merged", ()):
+                    raise self.error(key_node, f"duplicate key '{key}'")
+                value[key] = self._value(value_node, memo)
+        self._nodes[id(value)] = node
+        return value
+
+    def _merge(self, target, node, memo):
+        """Apply a '<<' merge key: keys already present win."""
+        sources = node.value if isinstance(node, self._yaml.SequenceNode) else [node]
+        for source in sources:
+            merged = self._value(source, memo)
+            if not isinstance(merged, dict):
+                raise self.error(source, "'<<' merges a mapping or a list of mappings")
+            for key, val in merged.items():
+                target.setdefault(key, val)
+
+    def node(self, container, key=None):
+        """The node of ``container[key]`` (or of the container), if known."""
+        node = self._nodes.get(id(container))
+        if node is None or key is None:
+            return node
+        if isinstance(container, list):
+            return node.value[key] if 0 <= key < len(node.value) else node
+        for key_node, value_node in node.value:
+            if key_node.value == str(key):
+                return value_node
+        return node
+
+    def key_node(self, container, key):
+        node = self._nodes.get(id(container))
+        if node is not None and isinstance(container, dict):
+            for key_node, _ in node.value:
+                if key_node.value == str(key):
+                    return key_node
+        return node
+
+    def error(self, node, message, **where):
+        mark = node.start_mark if node is not None else None
+        return PlaybookError(message, file=self.file, line=mark and mark.line + 1,
+                             col=mark and mark.column + 1, **where)
+
+
+# ---------------------------------------------------------------- playbook model
+
+_DURATION_RE = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0,
+                   "m": 60.0, "h": 3600.0}
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_duration(text):
+    """Seconds in a Go duration string ('1.5s', '300ms', '1m30s')."""
+    text = text.strip()
+    if text in ("0", "+0", "-0"):
+        return 0.0
+    body = text[1:] if text[:1] in "+-" else text
+    parts = _DURATION_RE.findall(body)
+    if not parts or "".join(n + u for n, u in parts) != body:
+        raise ValueError(f"invalid duration {text!r} (use Go's form, like 300ms, 1.5s, 1m30s)")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    return -seconds if text.startswith("-") else seconds
+
+
+class Task:
+    """One task of a playbook, validated and ready to run."""
+
+    __slots__ = ("index", "name", "key", "label", "type", "params", "register",
+                 "stream_input", "ignore_errors", "when", "loop", "loop_var",
+                 "index_var", "parallel", "attempts", "delay", "retry_on_error",
+                 "depends_on", "timeout", "module", "_params", "_when", "_loop",
+                 "needs")
+
+    def __init__(self, index):
+        self.index = index
+        self.name = self.register = self.stream_input = None
+        self.when = self.loop = self.timeout = self.module = None
+        self.params = {}
+        self.ignore_errors = False
+        self.loop_var, self.index_var, self.parallel = "item", None, 1
+        self.attempts, self.delay, self.retry_on_error = 1, 1.0, True
+        self.depends_on = []
+        self.needs = set()          # indexes of tasks this one must wait for
+
+    def __repr__(self):
+        return f"<Task {self.label}>"
+
+
+class Playbook:
+    """A loaded, validated playbook: its tasks (with their edges) and vars.
+
+    ``consumers`` maps a task index to the indexes of the tasks streaming
+    from it; ``pipelines`` lists the groups of tasks joined by streams.
+    """
+
+    def __init__(self, name, file, tasks, vars, delimiters):
+        self.name, self.file, self.tasks = name, file, tasks
+        self.vars, self.delimiters = vars, delimiters
+        by_key = {t.key: t for t in tasks}
+        self.consumers = {t.index: [] for t in tasks}
+        for t in tasks:
+            if t.stream_input is not None:
+                self.consumers[by_key[t.stream_input].index].append(t.index)
+        self.pipelines = _pipelines(tasks, self.consumers)
+
+
+_TOP_KEYS = ("name", "templating", "vars", "tasks")
+_TASK_KEYS = ("name", "type", "params", "register", "stream_input", "ignore_errors",
+              "when", "loop", "loop_control", "retry", "depends_on", "timeout")
+_LOOP_KEYS = ("parallel", "loop_var", "index_var")
+_RETRY_KEYS = ("attempts", "delay", "on_error")
+
+
+def load_playbook(source, vars=None, *, modules_dirs=()):
+    """Load and validate a playbook from a path or from YAML text.
+
+    ``vars`` are the -var overrides.  Raises PlaybookError, naming the file,
+    line, task and field, if anything is wrong; nothing has run by then.
+    """
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source):
+        file = os.fspath(source)
+        try:
+            with open(file, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise PlaybookError(f"cannot read the playbook: {e.strerror}", file=file) from None
+        except UnicodeDecodeError:
+            raise PlaybookError("the playbook is not UTF-8 text", file=file) from None
+    else:
+        file, text = "<playbook>", source
+    return _Loader(_Document(text, file), dict(vars or {}), modules_dirs).playbook()
+
+
+class _Loader:
+    """Checks a parsed playbook document and builds the Playbook."""
+
+    def __init__(self, doc, cli_vars, modules_dirs):
+        self.doc, self.cli_vars = doc, cli_vars
+        self.registry = _ModuleFinder(modules_dirs)
+
+    def fail(self, container, key, message, task=None, field=None, at_key=False):
+        node = (self.doc.key_node(container, key) if at_key
+                else self.doc.node(container, key))
+        return self.doc.error(node, message, task=task and task.label, field=field)
+
+    def check_keys(self, mapping, allowed, task=None, field=None):
+        for key in mapping:
+            if key not in allowed:
+                what = f"unknown key '{key}'" + _suggest(key, allowed)
+                raise self.fail(mapping, key, what + f"; expected one of: {', '.join(allowed)}",
+                                task, field and f"{field}.{key}" or None, at_key=True)
+
+    def expect(self, container, key, kinds, what, task=None, field=None):
+        value = container[key]
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise self.fail(container, key, f"expected {what}, got {_describe(value)}",
+                            task, field or key)
+        return value
+
+    def playbook(self):
+        root = self.doc.root
+        if not isinstance(root, dict):
+            raise self.doc.error(self.doc.node(root), "a playbook is a mapping with 'name' and 'tasks'")
+        self.check_keys(root, _TOP_KEYS)
+        for key in ("name", "tasks"):
+            if key not in root:
+                raise self.doc.error(self.doc.node(root), f"missing required key '{key}'")
+        name = self.expect(root, "name", str, "a string")
+        self.delimiters = self.templating(root.get("templating"), root)
+        raw_tasks = self.expect(root, "tasks", list, "a list of tasks")
+        if not raw_tasks:
+            raise self.fail(root, "tasks", "a playbook needs at least one task", field="tasks")
+        raw_vars = root.get("vars") or {}
+        if "vars" in root:
+            self.expect(root, "vars", (dict, type(None)), "a mapping of variables")
+        tasks = [self.task(i, raw, raw_tasks) for i, raw in enumerate(raw_tasks)]
+        self.link(tasks)
+        vars = self.render_vars(raw_vars, tasks)
+        for t in tasks:
+            self.check_templates(t, set(vars) | {"_gxo"})
+        playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters)
+        cycle = _find_cycle(tasks, playbook.pipelines)
+        if cycle:
+            message, i = cycle
+            raise self.fail(raw_tasks, i, message, tasks[i])
+        return playbook
+
+    def templating(self, conf, root):
+        if conf is None:
+            return _DEFAULT_DELIMITERS
+        self.expect(root, "templating", dict, "a mapping", field="templating")
+        self.check_keys(conf, ("engine", "delimiters"), field="templating")
+        if conf.get("engine", "go") != "go":
+            raise self.fail(conf, "engine", "only the 'go' template engine is supported",
+                            field="templating.engine")
+        delims = conf.get("delimiters", list(_DEFAULT_DELIMITERS))
+        if (not isinstance(delims, list) or len(delims) != 2
+                or not all(isinstance(d, str) and d.strip() for d in delims)):
+            raise self.fail(conf, "delimiters", 'expected two strings, like ["{{", "}}"]',
+                            field="templating.delimiters")
+        return tuple(delims)
+
+    # -- one task
+
+    def task(self, index, raw, raw_tasks):
+        t = Task(index)
+        t.label = f"task #{index + 1}"
+        if not isinstance(raw, dict):
+            raise self.fail(raw_tasks, index, f"a task is a mapping with 'type' and 'params', "
+                            f"got {_describe(raw)}", t)
+        if isinstance(raw.get("name"), str):
+            t.name = raw["name"]
+            t.label = f"task '{t.name}' (#{index + 1})"
+        self.check_keys(raw, _TASK_KEYS, t)
+        if "name" in raw:
+            if not raw["name"] or not isinstance(raw["name"], str):
+                raise self.fail(raw, "name", "expected a non-empty string", t, "name")
+        t.key = t.name if t.name is not None else f"#{index + 1}"
+        if "type" not in raw:
+            raise self.fail(raw_tasks, index, "missing required key 'type' (the module to run, "
+                            "e.g. exec)", t)
+        t.type = self.expect(raw, "type", str, "a module name", t)
+        try:
+            t.module = self.registry.find(t.type)
+        except PlaybookError as e:
+            raise self.fail(raw, "type", e.message, t, "type") from None
+        if raw.get("params") is not None:
+            t.params = self.expect(raw, "params", dict, "a mapping of module params", t)
+        for key in ("register", "stream_input"):
+            if raw.get(key) is not None:
+                setattr(t, key, self.expect(raw, key, str, "a string", t))
+        if t.register is not None and not _IDENT_RE.match(t.register):
+            raise self.fail(raw, "register", f"'{t.register}' is not a usable variable name "
+                            "(letters, digits and _, not starting with a digit)", t, "register")
+        if t.register == "_gxo":
+            raise self.fail(raw, "register", "'_gxo' is reserved for gxo's own state", t, "register")
+        if "ignore_errors" in raw:
+            t.ignore_errors = self.expect(raw, "ignore_errors", bool, "true or false", t)
+        if raw.get("when") is not None:
+            t.when = self.expect(raw, "when", (str, bool, int, float), "a condition", t)
+        if raw.get("loop") is not None:
+            t.loop = self.expect(raw, "loop", (list, dict, str),
+                                 "a list, a mapping or a template resolving to a list", t)
+        if raw.get("depends_on") is not None:
+            deps = raw["depends_on"]
+            deps = [deps] if isinstance(deps, str) else deps
+            if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+                raise self.fail(raw, "depends_on", "expected a task name or a list of task names, "
+                                f"got {_describe(raw['depends_on'])}", t, "depends_on")
+            t.depends_on = deps
+        if raw.get("timeout") is not None:
+            t.timeout = self.duration(raw, "timeout", t, "timeout")
+            if t.timeout <= 0:
+                raise self.fail(raw, "timeout", "must be positive", t, "timeout")
+        if raw.get("loop_control") is not None:
+            self.loop_control(t, self.expect(raw, "loop_control", dict, "a mapping", t))
+        if raw.get("retry") is not None:
+            self.retry(t, self.expect(raw, "retry", dict, "a mapping", t))
+        self.compile(t, raw)
+        return t
+
+    def duration(self, mapping, key, t, field):
+        value = mapping[key]
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except ValueError as e:
+                raise self.fail(mapping, key, str(e), t, field) from None
+        hint = f" (did you mean '{value}s'?)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        raise self.fail(mapping, key, f"expected a duration like '30s', got {_describe(value)}{hint}",
+                        t, field)
+
+    def loop_control(self, t, conf):
+        self.check_keys(conf, _LOOP_KEYS, t, "loop_control")
+        if "parallel" in conf:
+            t.parallel = self.expect(conf, "parallel", int, "a positive integer", t,
+                                     "loop_control.parallel")
+            if t.parallel < 1:
+                raise self.fail(conf, "parallel", "must be at least 1", t, "loop_control.parallel")
+        for key in ("loop_var", "index_var"):
+            if key in conf:
+                name = self.expect(conf, key, str, "a variable name", t, f"loop_control.{key}")
+                if not _IDENT_RE.match(name) or name == "_gxo":
+                    raise self.fail(conf, key, f"'{name}' is not a usable variable name", t,
+                                    f"loop_control.{key}")
+                setattr(t, key, name)
+
+    def retry(self, t, conf):
+        self.check_keys(conf, _RETRY_KEYS, t, "retry")
+        if "attempts" in conf:
+            t.attempts = self.expect(conf, "attempts", int, "a positive integer", t, "retry.attempts")
+            if t.attempts < 1:
+                raise self.fail(conf, "attempts", "must be at least 1", t, "retry.attempts")
+        if "delay" in conf:
+            t.delay = self.duration(conf, "delay", t, "retry.delay")
+            if t.delay < 0:
+                raise self.fail(conf, "delay", "must not be negative", t, "retry.delay")
+        if "on_error" in conf:
+            t.retry_on_error = self.expect(conf, "on_error", bool, "true or false", t, "retry.on_error")
+
+    def compile(self, t, raw):
+        """Parse every template of the task and check its params statically."""
+        d = self.delimiters
+        for field in ("when", "loop", "params"):
+            for path, container, key, text in _strings(raw.get(field), field, raw, field):
+                if d[0] in text:
+                    try:
+                        compile_template(text, d)
+                    except TemplateError as e:
+                        raise self.fail(container, key, f"template error at {e}", t, path) from None
+        t._params = _compile_value(t.params, d, getattr(t.module, "raw_params", ()))
+        t._when = _compile_value(t.when, d) if t.when is not None else None
+        t._loop = _compile_value(t.loop, d) if t.loop is not None else None
+        module = t.module()
+        if hasattr(module, "parse_params"):
+            p = Params(t.params, static=True, delimiters=d)
+            try:
+                module.parse_params(p)
+                p.finish()
+            except ParamError as e:
+                container, key = _walk(raw, ["params"] + _path_parts(e.param or ""))
+                raise self.fail(container, key, e.message, t,
+                                f"params.{e.param}" if e.param else "params") from None
+
+    # -- the playbook as a whole
+
+    def link(self, tasks):
+        """Check names and references between tasks, and derive DAG edges."""
+        keys, registers = {}, {}
+        for t in tasks:
+            raw = self.doc.root["tasks"][t.index]
+            if t.name is not None:
+                if t.name in keys:
+                    raise self.fail(raw, "name", f"duplicate task name '{t.name}' (also "
+                                    f"{keys[t.name].label})", t, "name")
+                keys[t.name] = t
+            if t.register is not None:
+                if t.register in registers:
+                    raise self.fail(raw, "register", f"register key '{t.register}' is already "
+                                    f"used by {registers[t.register].label}", t, "register")
+                registers[t.register] = t
+        self.task_keys, self.registers = keys, registers
+        for t in tasks:
+            raw = self.doc.root["tasks"][t.index]
+            if t.stream_input is not None:
+                producer = self.named(keys, raw, "stream_input", t.stream_input, t)
+                if producer is t:
+                    raise self.fail(raw, "stream_input", "a task cannot stream from itself", t,
+                                    "stream_input")
+                if t.loop is not None:
+                    raise self.fail(raw, "loop", "a task with stream_input cannot loop: the "
+                                    "iterations would split one stream between them", t, "loop")
+            for i, dep in enumerate(t.depends_on):
+                container = raw["depends_on"] if isinstance(raw["depends_on"], list) else raw
+                key = i if container is not raw else "depends_on"
+                producer = self.named(keys, container, key, dep, t, "depends_on")
+                t.needs.add(producer.index)
+        clash = set(registers) & (set(self.doc.root.get("vars") or {}) | set(self.cli_vars))
+        if clash:
+            name = sorted(clash)[0]
+            t = registers[name]
+            raise self.fail(self.doc.root["tasks"][t.index], "register", f"register key '{name}' "
+                            "is also a playbook variable; pick another name", t, "register")
+
+    def named(self, keys, container, key, name, t, field=None):
+        if name not in keys:
+            raise self.fail(container, key, f"no task named '{name}'" + _suggest(name, keys),
+                            t, field or key)
+        return keys[name]
+
+    def render_vars(self, raw_vars, tasks):
+        """Render playbook vars in order; -var values override and come first."""
+        data = dict(self.cli_vars)
+        for name in self.cli_vars:
+            if not isinstance(name, str) or not _IDENT_RE.match(name):
+                raise PlaybookError(f"-var '{name}': not a usable variable name", file=self.doc.file)
+        known = set(self.cli_vars)
+        for name, value in raw_vars.items():
+            if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
+                raise self.fail(raw_vars, name, f"'{name}' is not a usable variable name",
+                                field=f"vars.{name}", at_key=True)
+            if name in self.cli_vars:
+                continue
+            try:
+                compiled = _compile_value(value, self.delimiters)
+                for path in compiled.variables:
+                    root = path.split(".", 1)[0]
+                    if root not in known:
+                        later = " (it is defined later: vars are rendered in order)" if root in raw_vars else ""
+                        reg = " (registered by a task: vars are rendered before any task runs)" \
+                            if root in self.registers else ""
+                        raise self.fail(raw_vars, name, f"uses undefined variable '{root}'"
+                                        + (later or reg or _suggest(root, known)),
+                                        field=f"vars.{name}")
+                data[name] = compiled(data)
+            except TemplateError as e:
+                raise self.fail(raw_vars, name, f"template error at {e}", field=f"vars.{name}") from None
+            known.add(name)
+        return {k: _freeze(v) for k, v in data.items()}
+
+    def check_templates(self, t, defined):
+        """Every variable a template reads must exist; references become edges."""
+        raw = self.doc.root["tasks"][t.index]
+        item_vars = set()
+        if t.loop is not None:
+            item_vars = {t.loop_var} | ({t.index_var} if t.index_var else set())
+        raw_keys = getattr(t.module, "raw_params", ())
+        left = self.delimiters[0]
+        for field in ("when", "loop", "params"):
+            names = defined | set(self.registers) | (item_vars if field == "params" else set())
+            for path, container, key, text in _strings(raw.get(field), field, raw, field):
+                if left not in text or (field == "params" and path.split(".")[1].split("[")[0]
+                                        in raw_keys):
+                    continue
+                for var in sorted(compile_template(text, self.delimiters).variables):
+                    parts = var.split(".")
+                    if parts[0] == "_gxo":
+                        self.check_status_path(t, parts, container, key, path)
+                        continue
+                    if parts[0] not in names:
+                        raise self.fail(container, key, f"undefined variable '{parts[0]}'"
+                                        + self.hint(t, parts[0], names, item_vars), t, path)
+                    producer = self.registers.get(parts[0])
+                    if producer is not None and parts[0] not in defined:
+                        t.needs.add(producer.index)
+
+    def hint(self, t, name, names, item_vars):
+        hint = _suggest(name, names)
+        if not hint and name in item_vars:
+            hint = f" ('{name}' is the loop variable: it exists only in params)"
+        elif not hint and name == "item" and t.loop is None:
+            hint = " ('item' exists only in a task with 'loop')"
+        return hint
+
+    def check_status_path(self, t, parts, container, key, field):
+        if len(parts) == 1:
+            return
+        if parts[1] != "tasks":
+            raise self.fail(container, key, f"'_gxo.{parts[1]}' does not exist; use "
+                            "_gxo.tasks.NAME.status", t, field)
+        if len(parts) > 2:
+            name = parts[2]
+            if name not in self.task_keys:
+                raise self.fail(container, key, f"_gxo.tasks: no task named '{name}'"
+                                + _suggest(name, self.task_keys), t, field)
+            if len(parts) > 3 and parts[3] != "status":
+                raise self.fail(container, key, f"_gxo.tasks.{name} has only 'status', not "
+                                f"'{parts[3]}'", t, field)
+            t.needs.add(self.task_keys[name].index)
+
+
+def _strings(value, path, container, key):
+    """Yield (path, container, key, text) for every string inside a YAML value."""
+    if isinstance(value, str):
+        yield path, container, key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{path}.{k}", value, k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]", value, i)
+
+
+def _path_parts(path):
+    """'args[1]' -> ['args', 1]; 'environment.HOME' -> ['environment', 'HOME']."""
+    return [int(p[1:-1]) if p[0] == "[" else p for p in re.findall(r"\[\d+\]|[^.\[\]]+", path)]
+
+
+def _walk(container, keys):
+    """The deepest (container, key) along ``keys`` that exists in the value."""
+    found = (container, None)
+    for k in keys:
+        try:
+            value = container[k]
+        except (KeyError, IndexError, TypeError):
+            break
+        found, container = (container, k), value
+    return found
+
+
+def _pipelines(tasks, consumers):
+    """Group tasks joined by stream edges: each group starts together."""
+    group = {t.index: t.index for t in tasks}
+
+    def find(i):
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for producer, cons in consumers.items():
+        for c in cons:
+            group[find(c)] = find(producer)
+    members = {}
+    for t in tasks:
+        members.setdefault(find(t.index), []).append(t.index)
+    return [m for m in members.values()]
+
+
+def _find_cycle(tasks, groups):
+    """Return (message, task index) for a cycle among pipelines, or None."""
+    group_of = {i: g for g, members in enumerate(groups) for i in members}
+    for t in tasks:
+        for dep in sorted(t.needs):
+            if group_of[dep] == group_of[t.index]:
+                what = ("its own result" if dep == t.index else
+                        f"{tasks[dep].key}, which streams with it (stream_input)")
+                return (f"cycle: {t.key} -> {tasks[dep].key}: it waits for {what}; a task "
+                        "cannot wait for a task it runs beside, or for itself", t.index)
+    # Iterative DFS over groups; an edge g -> h (src, dst) means src waits for dst.
+    waits = [[] for _ in groups]
+    for t in tasks:
+        for dep in sorted(t.needs):
+            waits[group_of[t.index]].append((group_of[dep], t.index, dep))
+    state = [0] * len(groups)           # 0 new, 1 on the stack, 2 done
+    for start in range(len(groups)):
+        if state[start]:
+            continue
+        state[start] = 1
+        stack = [(start, iter(waits[start]), None)]
+        while stack:
+            for h, src, dst in stack[-1][1]:
+                if state[h] == 1:
+                    at = next(i for i, frame in enumerate(stack) if frame[0] == h)
+                    edges = [frame[2] for frame in stack[at + 1:]] + [(src, dst)]
+                    return "cycle: " + _cycle_text(edges, tasks), edges[0][0]
+                if state[h] == 0:
+                    state[h] = 1
+                    stack.append((h, iter(waits[h]), (src, dst)))
+                    break
+            else:
+                state[stack.pop()[0]] = 2
+    return None
+
+
+def _cycle_text(edges, tasks):
+    """'a -> b -> a' for a list of (waiting task, awaited task) edges."""
+    parts, prev = [tasks[edges[0][0]].key], edges[0][0]
+    for src, dst in edges:
+        if src != prev:
+            parts[-1] += f" (streams with {tasks[src].key})"
+        parts.append(tasks[dst].key)
+        prev = dst
+    return " -> ".join(parts)
+
+
+# ---------------------------------------------------------------- templates
+
+from _gxo_templates import (  # noqa: E402  (spliced in here once it is done)
+    render, resolve, template_variables, compile_template, format_value,
+    TemplateError, TemplateSyntaxError, TemplateRenderError)
+
+
+class _Compiled:
+    """A YAML value whose strings are templates, parsed once.
+
+    Calling it with the data renders every template in the value (a string
+    that is a single action keeps its native type); untemplated parts are
+    shared, not copied.
+    """
+
+    __slots__ = ("value", "_render", "variables")
+
+    def __init__(self, value, render, variables):
+        self.value, self._render, self.variables = value, render, variables
+
+    def __call__(self, data):
+        return self.value if self._render is None else self._render(data)
+
+
+def _compile_value(value, delimiters, raw_keys=()):
+    """Compile the templates inside a YAML value (see _Compiled)."""
+    left = delimiters[0]
+    variables = set()
+
+    def build(v):
+        if isinstance(v, str):
+            if left not in v:
+                return None
+            template = compile_template(v, delimiters)
+            variables.update(template.variables)
+            return template.resolve
+        if isinstance(v, dict):
+            parts = [(k, build(x)) for k, x in v.items() if k not in raw_keys]
+            for k in raw_keys:
+                if isinstance(v.get(k), str) and left in v[k]:
+                    compile_template(v[k], delimiters)      # syntax only
+            parts = [(k, f) for k, f in parts if f is not None]
+            if not parts:
+                return None
+
+            def render_dict(data):
+                out = dict(v)
+                for k, f in parts:
+                    out[k] = f(data)
+                return out
+            return render_dict
+        if isinstance(v, list):
+            parts = [(i, build(x)) for i, x in enumerate(v)]
+            parts = [(i, f) for i, f in parts if f is not None]
+            if not parts:
+                return None
+
+            def render_list(data):
+                out = list(v)
+                for i, f in parts:
+                    out[i] = f(data)
+                return out
+            return render_list
+        return None
+
+    render = build(value)
+    return _Compiled(_freeze(value), render, frozenset(variables))
+
+
+def truthy(value):
+    """Whether a rendered 'when' allows the task to run.
+
+    False for false, no, off, 0, a number equal to 0, empty text, null and an
+    empty list or mapping; true otherwise.
+    """
+    if value is None or value is False or value is True:
+        return bool(value)
+    if isinstance(value, (int, float)):
+        return value != 0
+    if isinstance(value, (list, tuple, dict)):
+        return len(value) > 0
+    text = str(value).strip().lower()
+    if text in ("", "false", "no", "off", "0"):
+        return False
+    try:
+        return float(text) != 0
+    except ValueError:
+        return True
+
+
+# ---------------------------------------------------------------- state
+#
+# Values in state are frozen: a task cannot change what another task sees.
+# Freezing happens once, when a value enters state; reads cost nothing.
+# Writes are single dict assignments, atomic under the GIL, so readers never
+# see a half-written value.
+
+def _read_only(self, *args, **kwargs):
+    raise TypeError("gxo state is read-only; copy the value (dict(x), list(x)) to change it")
+
+
+class _FrozenDict(dict):
+    """A dict from state: reads like a dict, refuses to change."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
+
+    def __deepcopy__(self, memo):
+        import copy
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
+
+
+class _FrozenList(list):
+    """A list from state: reads like a list, refuses to change."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = _read_only
+    clear = sort = reverse = __iadd__ = __imul__ = _read_only
+
+    def __deepcopy__(self, memo):
+        import copy
+        return [copy.deepcopy(v, memo) for v in self]
+
+    def __reduce__(self):
+        return (list, (list(self),))
+
+
+def _freeze(value):
+    """A deep read-only copy of a JSON-like value (shared if already frozen)."""
+    t = type(value)
+    if t is str or t is int or t is bool or t is float or value is None:
+        return value
+    if t is _FrozenDict or t is _FrozenList:
+        return value
+    if isinstance(value, dict):
+        return _FrozenDict({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return _FrozenList(_freeze(v) for v in value)
+    return value
+
+
+class _State:
+    """Vars, registered results and task statuses, shared by all tasks."""
+
+    def __init__(self, vars):
+        self.data = dict(vars)
+        self._tasks = _FrozenDict()
+        self.data["_gxo"] = _FrozenDict(tasks=self._tasks)
+        from types import MappingProxyType
+        self.reader = MappingProxyType(self.data)
+
+    def set(self, key, value):
+        self.data[key] = _freeze(value)
+
+    def set_status(self, key, status):
+        dict.__setitem__(self._tasks, key, _FrozenDict(status=status))
+
+
+# ---------------------------------------------------------------- channels
+#
+# A channel carries records from one producer to one consumer.  The fast path
+# is a lock-free deque append/popleft (each is atomic under the GIL); the lock
+# is taken only to sleep on a full or empty channel and to wake a sleeper, so
+# a record costs about as much as a plain loop step.
+
+_OPEN, _CLOSED, _DETACHED, _ABORTED = 0, 1, 2, 3
+_EOS = object()
+
+
+class Channel:
+    """A bounded FIFO of records with end of stream and cancellation.
+
+    ``put`` blocks while the channel is full; iterating yields records until
+    the producer closes it.  ``detach`` (the consumer stopped reading) makes
+    later puts drop their record and count it in ``undelivered``; ``abort``
+    wakes both sides and makes them raise Cancelled.
+    """
+
+    def __init__(self, capacity=100, copy=False):
+        self.capacity = max(1, int(capacity))
+        self._dropped = 0
+        self.used = False           # anything put or taken yet (retry safety)
+        self._items = deque()
+        self._lock = threading.Lock()
+        self._readable = threading.Condition(self._lock)
+        self._writable = threading.Condition(self._lock)
+        self._getters = self._putters = 0
+        self._state = _OPEN
+        self._reason = None
+        self._copy = copy           # fan-out: this consumer gets its own copy
+
+    def put(self, record):
+        """Send one record; blocks while the channel is full."""
+        if self._copy:
+            record = _copy_record(record)
+        items = self._items
+        if self._state or len(items) >= self.capacity:
+            if not self._put_slow(record):
+                return
+        else:
+            items.append(record)
+            self.used = True
+        if self._getters:
+            with self._lock:
+                self._readable.notify()
+
+    def _put_slow(self, record):
+        with self._lock:
+            while True:
+                state = self._state
+                if state == _DETACHED:
+                    self._dropped += 1
+                    return False
+                if state == _ABORTED:
+                    raise Cancelled(self._reason)
+                if state == _CLOSED:
+                    raise ValueError("put on a closed channel")
+                if len(self._items) < self.capacity:
+                    self._items.append(record)
+                    self.used = True
+                    return True
+                self._putters += 1
+                try:
+                    self._writable.wait()
+                finally:
+                    self._putters -= 1
+
+    def __iter__(self):
+        self.used = True
+        pop = self._items.popleft
+        while True:
+            try:
+                record = pop()
+            except IndexError:
+                record = self._get_slow()
+                if record is _EOS:
+                    return
+            if self._putters:
+                with self._lock:
+                    self._writable.notify()
+            yield record
+
+    def _get_slow(self):
+        with self._lock:
+            while True:
+                if self._items:
+                    return self._items.popleft()
+                state = self._state
+                if state == _ABORTED:
+                    raise Cancelled(self._reason)
+                if state:
+                    return _EOS
+                self._getters += 1
+                try:
+                    self._readable.wait()
+                finally:
+                    self._getters -= 1
+
+    def close(self):
+        """End of stream: the consumer reads what is left, then stops."""
+        self._set_state(_CLOSED)
+
+    def detach(self):
+        """The consumer is gone: drop and count what is and will be put."""
+        self._set_state(_DETACHED)
+
+    @property
+    def undelivered(self):
+        """Records put but never taken because the consumer stopped reading."""
+        return self._dropped + (len(self._items) if self._state == _DETACHED else 0)
+
+    def abort(self, reason):
+        """Wake both sides; each raises Cancelled(reason) from now on."""
+        self._reason = reason
+        self._set_state(_ABORTED)
+
+    def _set_state(self, state):
+        with self._lock:
+            if self._state == _OPEN or (self._state == _CLOSED and state != _CLOSED):
+                self._state = state
+            self._readable.notify_all()
+            self._writable.notify_all()
+
+
+def _copy_record(value):
+    """A deep copy of a JSON-like record, much cheaper than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy_record(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy_record(v) for v in value]
+    return value
+
+
+class _ErrorSink:
+    """The ``errors`` channel of a task: logs and counts record errors."""
+
+    def __init__(self, task, log):
+        self.task, self.log, self.count = task, log, 0
+        self._lock = threading.Lock()
+
+    def put(self, error):
+        if not isinstance(error, RecordProcessingError):
+            error = RecordProcessingError(self.task, None, error)
+        with self._lock:
+            self.count += 1
+        self.log.error(f"[RECORD_ERROR] task={error.task} item={error.item!r} cause={error.cause}")
+
+
+# ---------------------------------------------------------------- modules
+
+_MODULES = {}                   # module type name -> factory
+
+
+def register(name, factory=None):
+    """Register a module factory (usually a Module subclass) under a type name.
+
+    Use as ``register("name", Factory)`` or as a class decorator
+    ``@register("name")``.  A name can be registered once.
+    """
+    def add(factory):
+        old = _MODULES.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (
+                factory.__module__, factory.__qualname__):
+            raise ValueError(f"module type '{name}' is already registered by {old.__module__}")
+        _MODULES[name] = factory
+        return factory
+    return add if factory is None else add(factory)
+
+
+class Module:
+    """Base class of gxo modules.
+
+    ``parse_params`` reads the params with a Params helper and returns what
+    ``perform`` receives; gxo calls it before anything runs (on the raw
+    params, to catch mistakes early) and again on the rendered params.
+    ``raw_params`` names params that gxo must not render (the module renders
+    them itself, for instance once per record).
+    """
+
+    raw_params = ()
+
+    def parse_params(self, params):
+        return params.all()
+
+    def perform(self, ctx, params, state, input, outputs, errors):
+        """Do the work; return a summary (JSON-like) or raise to fail the task.
+
+        ``state`` is a read-only mapping; ``input`` is None or an iterable of
+        records ending at end of stream; ``outputs`` is a list of channels to
+        ``put(record)`` on (one per consumer); ``errors`` takes
+        RecordProcessingError for records that could not be processed.
+        """
+        raise NotImplementedError
+
+
+class _ModuleFinder:
+    """Finds module types: registered, gxo_modules/NAME.py, or DIR/NAME.py."""
+
+    def __init__(self, dirs=()):
+        env = os.environ.get("GXO_MODULES_PATH", "")
+        self.dirs = [os.fspath(d) for d in dirs] + [d for d in env.split(os.pathsep) if d]
+
+    def find(self, name):
+        if name not in _MODULES and _IDENT_RE.match(name):
+            self._import(name)
+        if name not in _MODULES:
+            known = sorted(set(_MODULES) | set(self._available()))
+            raise PlaybookError(f"unknown module type '{name}'" + _suggest(name, known)
+                                + f"; available: {', '.join(known)}")
+        return _MODULES[name]
+
+    def _package_dir(self):
+        try:
+            import gxo_modules
+        except ImportError:
+            here = os.path.dirname(os.path.abspath(__file__))
+            raise PlaybookError("cannot find the gxo_modules package: keep the gxo_modules/ "
+                                f"folder next to gxo.py (looked in {here}) or install gxo "
+                                "with pip") from None
+        return os.path.dirname(gxo_modules.__file__)
+
+    def _available(self):
+        names = []
+        for d in [self._package_dir()] + self.dirs:
+            try:
+                names += [f[:-3] for f in os.listdir(d) if f.endswith(".py") and f[0] != "_"]
+            except OSError:
+                pass
+        return names
+
+    def _import(self, name):
+        if os.path.exists(os.path.join(self._package_dir(), name + ".py")):
+            import importlib
+            importlib.import_module(f"gxo_modules.{name}")
+            return
+        for d in self.dirs:
+            path = os.path.join(d, name + ".py")
+            if os.path.exists(path):
+                import importlib.util
+                spec = importlib.util.spec_from_file_location(f"gxo_user_modules.{name}", path)
+                module = importlib.util.module_from_spec(spec)
+                try:
+                    spec.loader.exec_module(module)
+                except Exception as e:
+                    raise PlaybookError(f"cannot load module '{name}' from {path}: "
+                                        f"{type(e).__name__}: {e}") from None
+                return
+
+
+_MISSING = object()
+
+
+class Params:
+    """Typed access to a task's params, for Module.parse_params.
+
+    Each getter checks one param and raises ParamError naming it;
+    ``finish`` rejects the params no getter asked for.  Before the run the
+    params are raw: a value that is still a template passes any check.
+    """
+
+    def __init__(self, params, static=False, delimiters=_DEFAULT_DELIMITERS):
+        self._params, self._static, self._left = params, static, delimiters[0]
+        self._seen = []
+
+    def _get(self, name, required):
+        self._seen.append(name)
+        value = self._params.get(name)
+        if value is None:
+            if required:
+                typo = _suggest(name, [k for k in self._params if k != name])
+                raise ParamError(name, "is required" + typo.replace("did you mean", "is", 1)
+                                 .replace("?)", " a typo of it?)"))
+            return _MISSING
+        return value
+
+    def unrendered(self, value):
+        """True for a template left for later (params are checked before rendering too)."""
+        return self._static and isinstance(value, str) and self._left in value
+
+    def str(self, name, default=None, required=False, choices=None):
+        """A string; numbers are read as their text."""
+        value = self._get(name, required)
+        if value is _MISSING or self.unrendered(value):
+            return default if value is _MISSING else value
+        value = _as_text(name, value)
+        if choices and value not in choices:
+            raise ParamError(name, f"expected one of {', '.join(choices)}, got {value!r}"
+                             + _suggest(value, choices))
+        return value
+
+    def int(self, name, default=None, required=False, min=None):
+        """An integer (or text of one, as rendered templates give)."""
+        value = self._get(name, required)
+        if value is _MISSING or self.unrendered(value):
+            return default if value is _MISSING else value
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ParamError(name, f"expected an integer, got {_describe(value)}")
+        if min is not None and value < min:
+            raise ParamError(name, f"must be at least {min}, got {value}")
+        return value
+
+    def bool(self, name, default=False):
+        """true or false (or their text)."""
+        value = self._get(name, False)
+        if value is _MISSING or self.unrendered(value):
+            return default if value is _MISSING else value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            value = value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            raise ParamError(name, f"expected true or false, got {_describe(value)}")
+        return value
+
+    def list_of_str(self, name, default=(), required=False):
+        """A list of strings (numbers are read as their text)."""
+        value = self._get(name, required)
+        if value is _MISSING or self.unrendered(value):
+            return list(default) if value is _MISSING else value
+        if not isinstance(value, (list, tuple)):
+            hint = " (write a YAML list: [a, b])" if isinstance(value, str) else ""
+            raise ParamError(name, f"expected a list of strings, got {_describe(value)}{hint}")
+        return [v if self.unrendered(v) else _as_text(f"{name}[{i}]", v)
+                for i, v in enumerate(value)]
+
+    def list(self, name, default=None, required=False):
+        """A list of anything."""
+        value = self._get(name, required)
+        if value is _MISSING or self.unrendered(value):
+            return default if value is _MISSING else value
+        if not isinstance(value, (list, tuple)):
+            raise ParamError(name, f"expected a list, got {_describe(value)}")
+        return value
+
+    def map(self, name, default=None, required=False):
+        """A mapping."""
+        value = self._get(name, required)
+        if value is _MISSING or self.unrendered(value):
+            return default if value is _MISSING else value
+        if not isinstance(value, dict):
+            raise ParamError(name, f"expected a mapping, got {_describe(value)}")
+        return value
+
+    def any(self, name, default=None, required=False):
+        """Any value."""
+        value = self._get(name, required)
+        return default if value is _MISSING else value
+
+    def all(self):
+        """Every param as given (for modules that take anything)."""
+        self._seen.extend(self._params)
+        return dict(self._params)
+
+    def finish(self):
+        """Reject params that no getter asked for."""
+        for name in self._params:
+            if name not in self._seen:
+                raise ParamError(name, "unknown param" + _suggest(name, self._seen)
+                                 + (f"; expected one of: {', '.join(self._seen)}" if self._seen
+                                    else "; this module takes no params"))
+
+
+def _as_text(name, value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ParamError(name, f"expected a string, got {_describe(value)}")
+
+
+# ---------------------------------------------------------------- logging
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
+_LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARN", 40: "ERROR"}
+
+
+class Logger:
+    """Leveled log lines on a text stream (stderr by default), from any thread."""
+
+    def __init__(self, level="INFO", stream=None):
+        try:
+            self.level = _LEVELS[str(level).upper()]
+        except KeyError:
+            raise ValueError(f"unknown log level '{level}'; use DEBUG, INFO, WARN or ERROR") from None
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def log(self, level, message):
+        if level < self.level:
+            return
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.localtime(now))
+        line = f"{stamp}.{int(now % 1 * 1000):03d} {_LEVEL_NAMES[level]:<5} {message}\n"
+        with self._lock:
+            (self.stream or sys.stderr).write(line)
+
+    def debug(self, message):
+        self.log(10, message)
+
+    def info(self, message):
+        self.log(20, message)
+
+    def warn(self, message):
+        self.log(30, message)
+
+    def error(self, message):
+        self.log(40, message)
+
+
+class _TaskLog(Logger):
+    """A logger that prefixes each line with the task's name."""
+
+    def __init__(self, logger, name):
+        self.level, self._logger, self._prefix = logger.level, logger, f"[{name}] "
+
+    def log(self, level, message):
+        if level >= self.level:
+            self._logger.log(level, self._prefix + message)
+
+
+# ---------------------------------------------------------------- task context
+
+class TaskContext:
+    """What a module sees of the run while it performs one task.
+
+    ``name``, ``dry_run``, ``log``, ``deadline`` (time.monotonic() value or
+    None) and cancellation: ``cancelled``, ``wait(seconds)`` (wakes at once on
+    cancel), ``on_cancel(fn)`` (fn(hard) is called when the task is cancelled,
+    and again with hard=True if gxo must stop right away).
+    """
+
+    def __init__(self, name, log, dry_run=False, state=None, delimiters=_DEFAULT_DELIMITERS):
+        self.name, self.log, self.dry_run = name, log, dry_run
+        self.deadline = None
+        self.reason = None
+        self._state, self._delimiters = state, delimiters
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks = []
+
+    @property
+    def cancelled(self):
+        return self._event.is_set()
+
+    def wait(self, seconds):
+        """Sleep up to ``seconds``; True if the task was cancelled meanwhile."""
+        return self._event.wait(seconds)
+
+    def check(self):
+        """Raise Cancelled if the task was cancelled."""
+        if self._event.is_set():
+            raise Cancelled(self.reason)
+
+    def on_cancel(self, fn):
+        """Call fn(hard) on cancellation (now, if already cancelled); returns an undo."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(fn)
+                return lambda: self._callbacks.remove(fn) if fn in self._callbacks else None
+        fn(False)
+        return lambda: None
+
+    def cancel(self, reason="cancelled", hard=False):
+        """Cancel the task: wake its waits and run its on_cancel callbacks."""
+        with self._lock:
+            first = not self._event.is_set()
+            if first:
+                self.reason = reason
+                self._event.set()
+            callbacks = list(self._callbacks)
+        if first or hard:
+            for fn in callbacks:
+                try:
+                    fn(hard)
+                except Exception as e:      # one bad callback must not stop the others
+                    self.log.debug(f"cancel callback failed: {e!r}")
+
+    def render(self, text, scope=None):
+        """Render a template with state (and ``scope`` on top) as its data."""
+        data = self._state if scope is None else ChainMap(scope, self._state)
+        return resolve(text, data, self._delimiters)
+
+
+# ---------------------------------------------------------------- task runner
+
+class TaskResult:
+    """How one task ended: status, reason, duration (seconds), attempts."""
+
+    __slots__ = ("name", "status", "reason", "duration", "attempts", "record_errors",
+                 "summary", "_blocked")
+
+    def __init__(self, name):
+        self.name, self.status, self.reason = name, None, ""
+        self.duration, self.attempts, self.record_errors = 0.0, 0, 0
+        self.summary, self._blocked = None, False
+
+    @property
+    def ok(self):
+        return self.status != FAILED
+
+    def __repr__(self):
+        return f"<TaskResult {self.name} {self.status} {self.reason!r}>"
+
+
+def _reason(error, ctx):
+    """One line saying why a module call failed."""
+    if ctx.cancelled:
+        return ctx.reason
+    if isinstance(error, TemplateError):
+        return f"template error at {error}"
+    if isinstance(error, GxoError):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return f"{type(error).__name__}: {error}"
+
+
+def _short(item):
+    text = item if isinstance(item, str) else format_value(item)
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+class _Runner:
+    """Runs one task: when -> loop -> (params, module call under retry) -> register."""
+
+    def __init__(self, engine, task, ctx, result, input, outputs, errors):
+        self.engine, self.t, self.ctx, self.result = engine, task, ctx, result
+        self.input, self.outputs, self.errors = input, outputs, errors
+
+    def run(self):
+        """Return (status, reason, summary)."""
+        t, ctx, data = self.t, self.ctx, self.engine.state.data
+        if t._when is not None:
+            try:
+                go = truthy(t._when(data))
+            except TemplateError as e:
+                ctx.log.warn(f"'when' could not be evaluated, skipping: {e}")
+                return SKIPPED, f"'when' failed: {e}", None
+            if not go:
+                return SKIPPED, "'when' is false", None
+        if t._loop is None:
+            try:
+                return COMPLETED, "", self.call(data)
+            except Exception as e:
+                self.log_error(e)
+                return FAILED, _reason(e, ctx), None
+        try:
+            items = self.items(data)
+        except (TaskError, TemplateError) as e:
+            return FAILED, _reason(e, ctx), None
+        return self.loop(items, data)
+
+    def items(self, data):
+        items = self.t._loop(data)
+        if isinstance(items, dict):
+            return [{"key": k, "value": v} for k, v in items.items()]
+        if isinstance(items, (list, tuple)):
+            return list(items)
+        raise TaskError(f"loop must be a list or a mapping, got {_describe(items)}")
+
+    def loop(self, items, data):
+        t, ctx = self.t, self.ctx
+        summaries, failures = [None] * len(items), {}
+
+        def one(i):
+            scope = {t.loop_var: items[i]}
+            if t.index_var:
+                scope[t.index_var] = i
+            try:
+                summaries[i] = self.call(ChainMap(scope, data))
+            except Exception as e:
+                self.log_error(e, f"item {i} {_short(items[i])}: ")
+                failures[i] = _reason(e, ctx)
+
+        if t.parallel > 1 and len(items) > 1:
+            self.engine.workers.map(one, len(items), t.parallel, ctx)
+        else:
+            for i in range(len(items)):
+                if ctx.cancelled:
+                    break
+                one(i)
+        if ctx.cancelled:
+            return FAILED, ctx.reason, None
+        if failures:
+            shown = [f"item {i} {_short(items[i])}: {failures[i]}" for i in sorted(failures)[:3]]
+            more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+            return FAILED, f"{len(failures)} of {len(items)} items failed: " + "; ".join(shown) + more, None
+        return COMPLETED, "", summaries
+
+    def call(self, scope):
+        """Render params and run the module, retrying as the task says."""
+        t, ctx = self.t, self.ctx
+        params = t._params(scope)
+        module = t.module()
+        parse = getattr(module, "parse_params", None)
+        if parse is not None:
+            reader = Params(params, delimiters=self.engine.playbook.delimiters)
+            params = parse(reader)
+            reader.finish()
+        state = self.engine.state.reader
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempt > self.result.attempts:
+                self.result.attempts = attempt
+            try:
+                return module.perform(ctx, params, state, self.input, self.outputs, self.errors)
+            except Exception as e:
+                if (isinstance(e, Cancelled) or ctx.cancelled or attempt >= t.attempts
+                        or not t.retry_on_error):
+                    raise
+                if (self.input is not None and self.input.used) or any(o.used for o in self.outputs):
+                    ctx.log.warn("not retrying: records were already streamed")
+                    raise
+                ctx.log.warn(f"attempt {attempt} of {t.attempts} failed: {_reason(e, ctx)}; "
+                             f"retrying in {_seconds(t.delay)}")
+                if ctx.wait(t.delay):
+                    raise Cancelled(ctx.reason) from None
+
+    def log_error(self, error, prefix=""):
+        if isinstance(error, (GxoError, TemplateError, OSError)) or self.ctx.cancelled:
+            return
+        import traceback
+        self.ctx.log.debug(prefix + "".join(traceback.format_exception(
+            type(error), error, error.__traceback__)).rstrip())
+
+
+def _seconds(value):
+    """A duration for people: 850ms, 2.35s, 1m30s."""
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 60:
+        return f"{value:.2f}s"
+    return f"{int(value // 60)}m{value % 60:.0f}s"
+
+
+class _Workers:
+    """A pool of reusable daemon threads; grows when every thread is busy."""
+
+    def __init__(self):
+        self._jobs = SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn, *args):
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put((fn, args))
+                return
+        threading.Thread(target=self._work, args=(fn, args), daemon=True,
+                         name="gxo-worker").start()
+
+    def _work(self, fn, args):
+        while True:
+            fn(*args)
+            del fn, args
+            with self._lock:
+                self._idle += 1
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args = job
+
+    def map(self, fn, count, parallel, ctx):
+        """Call fn(i) for i in range(count), ``parallel`` at a time; returns when all ended."""
+        lock, next_index, done = threading.Lock(), [0], SimpleQueue()
+
+        def lane():
+            try:
+                while not ctx.cancelled:
+                    with lock:
+                        i = next_index[0]
+                        next_index[0] += 1
+                    if i >= count:
+                        return
+                    fn(i)
+            finally:
+                done.put(None)
+
+        lanes = min(parallel, count)
+        for _ in range(lanes - 1):
+            self.submit(lane)
+        lane()
+        for _ in range(lanes):
+            done.get()
+
+    def shutdown(self):
+        with self._lock:
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):
+            self._jobs.put(None)
+
+
+# ---------------------------------------------------------------- engine
+
+class RunResult:
+    """The outcome of a run: per-task results, final state and exit code."""
+
+    def __init__(self, playbook, tasks, state, duration, exit_code):
+        self.playbook, self.tasks, self.state = playbook, tasks, state
+        self.duration, self.exit_code = duration, exit_code
+
+    @property
+    def ok(self):
+        return self.exit_code == 0
+
+    def counts(self):
+        counts = {COMPLETED: 0, FAILED: 0, SKIPPED: 0}
+        for r in self.tasks.values():
+            counts[r.status] += 1
+        return counts
+
+    def __repr__(self):
+        return f"<RunResult {self.playbook.name} exit={self.exit_code} {self.counts()}>"
+
+
+def _default_concurrency():
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+class Engine:
+    """Runs a loaded playbook: schedules its tasks as a DAG, returns a RunResult.
+
+    ``cancel`` and ``interrupt`` may be called from any thread or a signal
+    handler: running tasks are cancelled (their processes killed) and tasks
+    not started are skipped.
+    """
+
+    def __init__(self, playbook, *, dry_run=False, concurrency=None, channel_buffer_size=100,
+                 logger=None):
+        self.playbook, self.dry_run = playbook, dry_run
+        self.concurrency = concurrency or _default_concurrency()
+        self.buffer = channel_buffer_size
+        self.log = logger or Logger()
+        self.workers = _Workers()
+        self._events = SimpleQueue()        # (index,) when a task ends, or ("stop", ...)
+        self.state = None
+
+    def cancel(self, reason="cancelled", exit_code=1):
+        """Stop the run (safe from any thread and from signal handlers)."""
+        self._events.put(("stop", reason, exit_code))
+
+    def interrupt(self, signum):
+        """React to SIGINT/SIGTERM: stop, and kill at once on the second signal."""
+        import signal
+        name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+        self._events.put(("stop", f"interrupted by {name}", 128 + signum))
+
+    def run(self):
+        pb = self.playbook
+        tasks, log = pb.tasks, self.log
+        self.state = _State(pb.vars)
+        self.results = [TaskResult(t.key) for t in tasks]
+        self.contexts, self.channels = {}, {}
+        groups = [sorted(g) for g in pb.pipelines]
+        self.group_of = {i: g for g, members in enumerate(groups) for i in members}
+        waiting, dependents = [0] * len(groups), {t.index: [] for t in tasks}
+        for g, members in enumerate(groups):
+            needs = {d for i in members for d in tasks[i].needs} - set(members)
+            waiting[g] = len(needs)
+            for d in needs:
+                dependents[d].append(g)
+        self.started = [False] * len(groups)
+        ready = deque(sorted((g for g in range(len(groups)) if not waiting[g]),
+                             key=lambda g: groups[g][0]))
+        start = time.monotonic()
+        log.info(f"playbook '{pb.name}': {len(tasks)} tasks" + (" (dry run)" if self.dry_run else ""))
+        self.finished, self.halted, exit_code, stops = 0, None, 0, 0
+        running = self.contexts
+        while self.finished < len(tasks):
+            while ready and self.halted is None and len(running) < self.concurrency:
+                self.start_group(groups[ready.popleft()])
+            if not running:
+                break
+            event = self._events.get()
+            if event[0] == "stop":
+                stops += 1
+                if self.halted is None:
+                    self.halted, exit_code = event[1], event[2]
+                    log.warn(f"stopping: {event[1]}")
+                self.cancel_running(f"cancelled: {self.halted}", hard=stops > 1)
+                continue
+            i = event[0]
+            t, result = tasks[i], self.results[i]
+            del running[i]
+            self.end_task(t, result)
+            if result.status == FAILED and not t.ignore_errors and self.halted is None:
+                self.halted, exit_code = f"task '{t.key}' failed", 1
+                log.error(f"halting the playbook: {t.label} failed")
+                self.cancel_running(f"cancelled: playbook halted because {t.key} failed")
+            self.release(i, groups, waiting, dependents, ready)
+        for g, members in enumerate(groups):
+            if not self.started[g]:
+                reason = "playbook halted" if self.halted else "never became ready"
+                for i in members:
+                    self.skip(i, reason, groups, dependents)
+        self.workers.shutdown()
+        duration = time.monotonic() - start
+        result = RunResult(pb, {t.key: r for t, r in zip(tasks, self.results)},
+                           dict(self.state.data), duration, exit_code)
+        self.recap(result)
+        return result
+
+    # -- scheduling
+
+    def start_group(self, members):
+        """Start a task, or every member of a stream pipeline at once."""
+        self.started[self.group_of[members[0]]] = True
+        tasks, pb = self.playbook.tasks, self.playbook
+        outputs = {i: [] for i in members}
+        inputs = {}
+        for i in members:
+            # Fan-out: every consumer but the last gets a copy, made before the
+            # original is handed to the last one (modules put in list order).
+            last = len(pb.consumers[i]) - 1
+            for k, c in enumerate(pb.consumers[i]):
+                channel = Channel(self.buffer, copy=k < last)
+                outputs[i].append(channel)
+                inputs[c] = channel
+        for i in members:
+            t = tasks[i]
+            ctx = TaskContext(t.key, _TaskLog(self.log, t.key), self.dry_run,
+                              self.state.reader, pb.delimiters)
+            self.contexts[i] = ctx
+            self.channels[i] = (inputs.get(i), outputs[i])
+        for i in members:
+            self.workers.submit(self.execute, tasks[i], self.contexts[i], *self.channels[i])
+
+    def execute(self, t, ctx, input, outputs):
+        """Run one task on a worker thread and report its end to the engine."""
+        result = self.results[t.index]
+        ctx.log.info("started")
+        begin = time.monotonic()
+        timer = None
+        if t.timeout:
+            ctx.deadline = begin + t.timeout
+            timer = threading.Timer(t.timeout, ctx.cancel, (f"timed out after {_seconds(t.timeout)}",))
+            timer.daemon = True
+            timer.start()
+        errors = _ErrorSink(t.key, ctx.log)
+        try:
+            result.status, result.reason, summary = _Runner(
+                self, t, ctx, result, input, outputs, errors).run()
+            if result.status == COMPLETED:
+                result.summary = summary
+                if t.register:
+                    self.state.set(t.register, summary)
+        except BaseException as e:          # a bug in gxo: report it, never hang the run
+            import traceback
+            result.status, result.reason = FAILED, f"internal error: {e!r}"
+            ctx.log.error(traceback.format_exc().rstrip())
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if input is not None:
+                input.detach()
+            result.record_errors = errors.count
+            result.duration = time.monotonic() - begin
+            self._events.put((t.index,))
+
+    def end_task(self, t, result):
+        """Bookkeeping when a task ends: status, its streams, the log line."""
+        self.state.set_status(t.key, result.status)
+        self.finished += 1
+        input, outputs = self.channels.pop(t.index)
+        consumers = self.playbook.consumers[t.index]
+        for channel, c in zip(outputs, consumers):
+            if result.status == FAILED:
+                channel.abort(f"stream producer {t.key} failed")
+                ctx = self.contexts.get(c)
+                if ctx is not None:
+                    ctx.cancel(f"stream producer {t.key} failed")
+            else:
+                channel.close()
+                if channel.undelivered:
+                    self.log.warn(f"[{t.key}] {channel.undelivered} records not delivered to "
+                                  f"{self.playbook.tasks[c].key} (it stopped reading)")
+        self.log_end(t, result)
+
+    def log_end(self, t, result):
+        text = f"[{t.key}] {result.status}"
+        if result.status != SKIPPED or result.duration:
+            text += f" in {_seconds(result.duration)}"
+        if result.reason:
+            text += f": {result.reason}"
+        if result.record_errors:
+            text += f" ({result.record_errors} record errors)"
+        level = 40 if result.status == FAILED else 20
+        if result.status == FAILED and t.ignore_errors:
+            text += " (ignored)"
+            level = 30
+        self.log.log(level, text)
+
+    def release(self, i, groups, waiting, dependents, ready):
+        """Start what waited for task i, or skip it if i failed."""
+        result = self.results[i]
+        for g in dependents[i]:
+            if self.started[g] or self.halted:
+                continue                    # once halted, whatever did not start is skipped
+            if result.status == FAILED or result._blocked:
+                why = (f"dependency '{result.name}' failed" if result.status == FAILED
+                       else f"dependency '{result.name}' was skipped ({result.reason})")
+                for m in groups[g]:
+                    self.skip(m, why, groups, dependents)
+            else:
+                waiting[g] -= 1
+                if not waiting[g]:
+                    ready.append(g)
+
+    def skip(self, i, reason, groups, dependents):
+        """Skip a task that never started, and transitively what waits for it."""
+        g = self.group_of[i]
+        self.started[g] = True
+        result = self.results[i]
+        if result.status is not None:
+            return
+        result.status, result.reason, result._blocked = SKIPPED, reason, True
+        self.state.set_status(result.name, SKIPPED)
+        self.finished += 1
+        self.channels.pop(i, None)
+        self.log_end(self.playbook.tasks[i], result)
+        for h in dependents[i]:
+            if not self.started[h]:
+                for m in groups[h]:
+                    self.skip(m, reason if reason.startswith("dependency") else
+                              f"dependency '{result.name}' was skipped ({reason})", groups, dependents)
+
+    def cancel_running(self, reason, hard=False):
+        for i, ctx in list(self.contexts.items()):
+            ctx.cancel(reason, hard)
+            input, outputs = self.channels.get(i, (None, ()))
+            for channel in outputs:
+                channel.abort(reason)
+            if input is not None:
+                input.abort(reason)
+
+    def recap(self, result):
+        log = self.log
+        counts = result.counts()
+        width = max(len(r.name) for r in result.tasks.values())
+        lines = [f"recap of '{self.playbook.name}':"]
+        for r in result.tasks.values():
+            line = f"  {r.name:<{width}}  {r.status:<9}  {_seconds(r.duration) if r.duration else '-':>7}"
+            if r.attempts > 1:
+                line += f"  {r.attempts} attempts"
+            if r.record_errors:
+                line += f"  {r.record_errors} record errors"
+            if r.reason:
+                line += f"  {r.reason}"
+            lines.append(line)
+        lines.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items())
+                     + f" in {_seconds(result.duration)}"
+                     + (f" ({self.halted})" if self.halted else ""))
+        log.info("\n".join(lines))
+
+
+def run_playbook(source, vars=None, *, dry_run=False, concurrency=None,
+                 channel_buffer_size=100, log_level="INFO", log_stream=None,
+                 modules_dirs=()):
+    """Load a playbook (path or YAML text), run it and return its RunResult.
+
+    Raises PlaybookError if the playbook is invalid (nothing has run then).
+    """
+    playbook = load_playbook(source, vars, modules_dirs=modules_dirs)
+    engine = Engine(playbook, dry_run=dry_run, concurrency=concurrency,
+                    channel_buffer_size=channel_buffer_size,
+                    logger=Logger(log_level, log_stream))
+    return engine.run()
+
+
+# ---------------------------------------------------------------- CLI
+
+_USAGE = """\
+usage: gxo -playbook FILE [flags]
+
+  -playbook FILE             the playbook to run (required)
+  -var key=value             set a variable (repeatable; overrides the playbook's vars)
+  -dry-run                   log what would run, change nothing
+  -log-level LEVEL           DEBUG, INFO, WARN or ERROR (default INFO)
+  -concurrency N             most tasks running at once (default {concurrency})
+  -channel-buffer-size N     records buffered per stream (default 100)
+  -modules-dir DIR           also load modules from DIR (repeatable; also $GXO_MODULES_PATH)
+  -version                   print the version
+  -h, -help                  print this help
+
+exit codes: 0 success, 1 a task failed, 2 invalid usage or playbook,
+            130 interrupted (SIGINT), 143 terminated (SIGTERM)
+"""
+
+_FLAGS = {"playbook": "str", "var": "list", "dry-run": "bool", "log-level": "str",
+          "concurrency": "int", "channel-buffer-size": "int", "modules-dir": "list",
+          "version": "bool", "h": "bool", "help": "bool"}
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parse_args(argv):
+    """Parse Go-style flags: -flag value, -flag=value, --flag; bools take no value."""
+    opts = {"var": [], "modules-dir": []}
+    args = list(argv)
+    positional = []
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            positional += args
+            break
+        if not arg.startswith("-") or arg == "-":
+            positional.append(arg)
+            continue
+        name, eq, value = arg.lstrip("-").partition("=")
+        kind = _FLAGS.get(name)
+        if kind is None:
+            raise _UsageError(f"unknown flag -{name}" + _suggest(name, _FLAGS).replace("'", "'-", 1))
+        if kind == "bool":
+            if eq and value.lower() not in ("true", "false", "1", "0"):
+                raise _UsageError(f"-{name} takes no value (or =true/=false), got {value!r}")
+            opts[name] = not eq or value.lower() in ("true", "1")
+            continue
+        if not eq:
+            if not args:
+                raise _UsageError(f"flag -{name} needs a value")
+            value = args.pop(0)
+        if kind == "int":
+            try:
+                value = int(value)
+                if value < 1:
+                    raise ValueError
+            except ValueError:
+                raise _UsageError(f"-{name} needs a positive integer, got {value!r}") from None
+        if kind == "list":
+            opts[name].append(value)
+        else:
+            opts[name] = value
+    if positional:
+        if "playbook" in opts or len(positional) > 1:
+            raise _UsageError(f"unexpected argument {positional[-1]!r}")
+        opts["playbook"] = positional[0]
+    variables = {}
+    for item in opts["var"]:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise _UsageError(f"-var needs key=value, got {item!r}")
+        variables[key] = value
+    opts["var"] = variables
+    return opts
+
+
+def main(argv=None):
+    """The gxo command; returns the exit code."""
+    try:
+        opts = _parse_args(sys.argv[1:] if argv is None else argv)
+        if opts.get("h") or opts.get("help"):
+            sys.stdout.write(_USAGE.format(concurrency=_default_concurrency()))
+            return 0
+        if opts.get("version"):
+            print(f"gxo {__version__}")
+            return 0
+        if "playbook" not in opts:
+            raise _UsageError("missing -playbook FILE")
+        logger = Logger(opts.get("log-level", "INFO"))
+    except (_UsageError, ValueError) as e:
+        sys.stderr.write(f"gxo: {e}\n\n" + _USAGE.format(concurrency=_default_concurrency()))
+        return 2
+    try:
+        playbook = load_playbook(opts["playbook"], opts["var"], modules_dirs=opts["modules-dir"])
+    except PlaybookError as e:
+        sys.stderr.write(f"gxo: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    engine = Engine(playbook, dry_run=opts.get("dry-run", False),
+                    concurrency=opts.get("concurrency"),
+                    channel_buffer_size=opts.get("channel-buffer-size", 100), logger=logger)
+    import signal
+    handlers = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handlers[signum] = signal.signal(signum, lambda n, _: engine.interrupt(n))
+    try:
+        return engine.run().exit_code
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
