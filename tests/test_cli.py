@@ -1,0 +1,210 @@
+"""End-to-end tests of the gxo command: flags, exit codes, logs, signals."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import ROOT
+from test_exec import alive, wait_for_lines
+
+OK = """
+name: ok
+vars: {who: world}
+tasks:
+  - name: hello
+    type: exec
+    params: {command: echo, args: ["hello << .who >>"]}
+    register: out
+  - name: show
+    type: exec
+    params: {command: echo, args: ["got << .out.stdout >>"]}
+"""
+
+
+def test_help_and_version(cli):
+    r = cli("-h")
+    assert r.returncode == 0 and "usage: gxo -playbook FILE" in r.stdout
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("gxo 0.")
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "missing -playbook FILE"),
+    (("-playbok", "x.yml"), "unknown flag -playbok (did you mean '-playbook'?)"),
+    (("-playbook",), "flag -playbook needs a value"),
+    (("-playbook", "x.yml", "-var", "novalue"), "-var needs key=value"),
+    (("-playbook", "x.yml", "-concurrency", "zero"), "-concurrency needs a positive integer"),
+    (("-playbook", "x.yml", "-log-level", "LOUD"), "unknown log level 'LOUD'"),
+    (("-playbook", "x.yml", "-dry-run=maybe"), "-dry-run takes no value"),
+])
+def test_usage_errors_exit_2(cli, args, message):
+    r = cli(*args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_run_logs_each_task_and_a_recap(cli):
+    r = cli(playbook=OK)
+    assert r.returncode == 0, r.stderr
+    assert "[hello] started" in r.stderr and "[show] Completed in" in r.stderr
+    assert "recap of 'ok':" in r.stderr
+    assert "2 Completed, 0 Failed, 0 Skipped in" in r.stderr
+
+
+@pytest.mark.parametrize("form", [["-var", "who=gxo"], ["-var=who=gxo"], ["--var", "who=gxo"],
+                                  ["--var=who=gxo"]])
+def test_var_flag_forms(cli, form, tmp_path):
+    out = tmp_path / "out.txt"
+    r = cli(*form, playbook=f"""
+        name: vars
+        vars: {{who: world}}
+        tasks:
+          - {{name: w, type: exec, params: {{command: sh, args: [-c, 'echo "$0" > {out}', "<< .who >>"]}}}}
+    """)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == "gxo\n"
+
+
+def test_dry_run_runs_nothing(cli, tmp_path):
+    marker = tmp_path / "marker"
+    r = cli("-dry-run", playbook=f"""
+        name: dry
+        tasks:
+          - {{name: touch, type: exec, params: {{command: touch, args: ["{marker}"]}}}}
+    """)
+    assert r.returncode == 0
+    assert f"[Dry Run] Would execute command: touch {marker}" in r.stderr
+    assert not marker.exists()
+
+
+def test_failure_exits_1_and_names_task_and_cause(cli):
+    r = cli(playbook="""
+        name: fail
+        tasks:
+          - {name: broken, type: exec, params: {command: sh, args: [-c, "echo no space left >&2; exit 4"]}}
+          - {name: after, type: exec, depends_on: [broken], params: {command: "true"}}
+    """)
+    assert r.returncode == 1
+    assert "[broken] Failed in" in r.stderr and "exit status 4: no space left" in r.stderr
+    assert "[after] Skipped: playbook halted" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_ignored_failure_exits_0(cli):
+    r = cli(playbook="""
+        name: ignored
+        tasks:
+          - {name: broken, type: exec, ignore_errors: true, params: {command: "false"}}
+          - {name: other, type: exec, params: {command: "true"}}
+    """)
+    assert r.returncode == 0
+    assert "1 Completed, 1 Failed, 0 Skipped" in r.stderr
+
+
+def test_invalid_playbook_exits_2_with_position(cli):
+    r = cli(playbook="""
+        name: bad
+        vars: {hosts: [a]}
+        tasks:
+          - name: a
+            type: exec
+            params: {command: echo, args: ["<< .hsots >>"]}
+    """)
+    assert r.returncode == 2
+    assert "playbook.yml:7:36: task 'a' (#1): params.args[0]: undefined variable 'hsots' " \
+        "(did you mean 'hosts'?)" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_log_level_error_hides_info(cli):
+    r = cli("-log-level", "ERROR", playbook=OK)
+    assert r.returncode == 0 and "INFO" not in r.stderr
+
+
+def test_python_dash_m_and_positional_playbook(tmp_path):
+    path = tmp_path / "p.yml"
+    path.write_text(OK)
+    r = subprocess.run([sys.executable, "-m", "gxo", str(path)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "2 Completed" in r.stderr
+
+
+def test_modules_dir_and_env_path(cli, tmp_path):
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "greet.py").write_text(textwrap.dedent("""
+        import gxo
+
+        @gxo.register("greet")
+        class Greet(gxo.Module):
+            def parse_params(self, p):
+                return p.str("name", required=True)
+
+            def perform(self, ctx, params, state, input, outputs, errors):
+                ctx.log.info("hello " + params)
+                return params
+    """))
+    pb = """
+        name: mods
+        tasks:
+          - {name: g, type: greet, params: {name: operator}}
+    """
+    r = cli("-modules-dir", str(mods), playbook=pb)
+    assert r.returncode == 0, r.stderr
+    assert "[g] hello operator" in r.stderr
+    r = cli(playbook=pb, env={"GXO_MODULES_PATH": str(mods)})
+    assert r.returncode == 0, r.stderr
+    r = cli(playbook=pb)
+    assert r.returncode == 2 and "unknown module type 'greet'" in r.stderr
+
+
+def test_broken_user_module_is_a_clear_error(cli, tmp_path):
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "oops.py").write_text("import gxo\ndef broken(:\n")
+    r = cli("-modules-dir", str(mods), playbook="""
+        name: mods
+        tasks: [{name: o, type: oops}]
+    """)
+    assert r.returncode == 2
+    assert "cannot load module 'oops'" in r.stderr and "SyntaxError" in r.stderr
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_run_and_leaves_no_process(tmp_path, signum, code):
+    pids = tmp_path / "pids"
+    path = tmp_path / "p.yml"
+    path.write_text(textwrap.dedent(f"""
+        name: long
+        tasks:
+          - name: busy
+            type: exec
+            params:
+              command: sh
+              args: ["-c", "echo $$ >> {pids}; sleep 60 & echo $! >> {pids}; wait"]
+          - name: stubborn
+            type: exec
+            params:
+              command: sh
+              args: ["-c", "trap '' TERM INT; echo $$ >> {pids}; while :; do sleep 1; done"]
+          - {{name: later, type: exec, depends_on: [busy], params: {{command: "true"}}}}
+    """))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "gxo.py"), "-playbook", str(path)],
+                            stderr=subprocess.PIPE, text=True)
+    found = wait_for_lines(pids, 3)
+    begin = time.monotonic()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert time.monotonic() - begin < 10
+    assert "Traceback" not in err
+    assert "[later] Skipped: playbook halted" in err
+    for pid in found:
+        assert not alive(pid), f"process {pid} survived"
