@@ -133,6 +133,7 @@ _PLAIN = "!gxo-plain"
 _STR, _INT, _FLOAT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _BOOL, _NULL = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"
 _SEQ, _MAP = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_SCALAR_TAGS = {_INT: int, _FLOAT: float, _BOOL: bool, _NULL: type(None)}
 _INT_RE = re.compile(r"[-+]?[0-9]+$|0o[0-7]+$|0x[0-9a-fA-F]+$")
 _FLOAT_RE = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
 _SPECIAL_FLOATS = {".inf": float("inf"), ".Inf": float("inf"), ".INF": float("inf"),
@@ -203,17 +204,16 @@ class _Document:
                 return _plain_scalar(text)
             if tag == _STR:
                 return text
-            try:
-                if tag in (_INT, _FLOAT, _BOOL, _NULL):
-                    value = _plain_scalar(text)
-                    if tag == _FLOAT and isinstance(value, int) and not isinstance(value, bool):
-                        value = float(value)
-                    kinds = {_INT: int, _FLOAT: float, _BOOL: bool, _NULL: type(None)}
-                    if type(value) is kinds[tag]:
-                        return value
-            except (ValueError, IndexError):
-                pass
-            raise self.error(node, f"cannot read {text!r} as {tag}")
+            short = tag.replace("tag:yaml.org,2002:", "!!")
+            kind = _SCALAR_TAGS.get(tag)
+            if kind is None:
+                raise self.error(node, f"unsupported YAML tag {short}")
+            value = _plain_scalar(text)
+            if kind is float and type(value) is int:
+                value = float(value)
+            if type(value) is not kind:
+                raise self.error(node, f"cannot read {text!r} as {short}")
+            return value
         if id(node) in memo:        # an alias: share the value built for the anchor
             return memo[id(node)]
         if tag not in (_SEQ, _MAP):
@@ -223,6 +223,7 @@ class _Document:
             value.extend(self._value(n, memo) for n in node.value)
         else:
             value = memo[id(node)] = {}
+            explicit = set()            # keys written here, as opposed to merged in
             for key_node, value_node in node.value:
                 if key_node.tag == _PLAIN and key_node.value == "<<":
                     self._merge(value, value_node, memo)
@@ -230,8 +231,9 @@ class _Document:
                 key = self._value(key_node, memo)
                 if isinstance(key, (dict, list)):
                     raise self.error(key_node, "a mapping key must be a scalar")
-                if key in value and id(key_node) not in memo.get("merged", ()):
+                if key in explicit:
                     raise self.error(key_node, f"duplicate key '{key}'")
+                explicit.add(key)
                 value[key] = self._value(value_node, memo)
         self._nodes[id(value)] = node
         return value

@@ -1,0 +1,248 @@
+"""Loading and validation: YAML 1.2 typing, positions, every static check."""
+
+import pytest
+
+import gxo
+
+
+def error(load, text, **kwargs):
+    with pytest.raises(gxo.PlaybookError) as info:
+        load(text, **kwargs)
+    return str(info.value).split("playbook.yml", 1)[-1]
+
+
+# -- YAML
+
+def test_yaml_12_core_schema(load):
+    pb = load("""
+        name: types
+        vars:
+          yes_is_text: yes
+          on_is_text: on
+          octal_like: 0777
+          real_octal: 0o17
+          hex: 0x1F
+          float: 1.5e3
+          boolean: true
+          nothing: ~
+          empty:
+          quoted: "true"
+          time_like: 1:30
+          inf: .inf
+        tasks: [{type: fake}]
+    """)
+    v = pb.vars
+    assert v["yes_is_text"] == "yes" and v["on_is_text"] == "on"
+    assert v["octal_like"] == 777 and v["real_octal"] == 15 and v["hex"] == 31
+    assert v["float"] == 1500.0 and v["boolean"] is True
+    assert v["nothing"] is None and v["empty"] is None
+    assert v["quoted"] == "true" and v["time_like"] == "1:30" and v["inf"] == float("inf")
+
+
+def test_yaml_anchors_and_merge_keys(load):
+    pb = load("""
+        name: merge
+        vars:
+          base: &base {region: eu, size: small}
+          web: {<<: *base, size: large}
+        tasks: [{type: fake}]
+    """)
+    assert pb.vars["web"] == {"region": "eu", "size": "large"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\ntasks:\n  - type: fake\n   params: {}\n", ":4:4: invalid YAML"),
+    ("name: x\nname: y\ntasks: [{type: fake}]\n", ":2:1: duplicate key 'name'"),
+    ("", ": the playbook is empty"),
+    ("- a\n", ":1:1: a playbook is a mapping with 'name' and 'tasks'"),
+    ("name: x\ntasks: [{type: fake, params: !!binary aGk=}]\n", "unsupported YAML tag"),
+])
+def test_yaml_errors(load, text, message):
+    assert message in error(load, text)
+
+
+# -- structure
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\n", "missing required key 'tasks'"),
+    ("tasks: [{type: fake}]\n", "missing required key 'name'"),
+    ("name: x\ntasks: []\n", "tasks: a playbook needs at least one task"),
+    ("name: x\ntask: []\n", "unknown key 'task' (did you mean 'tasks'?)"),
+    ("name: x\ntasks: [{type: fake, parms: {}}]\n",
+     "task #1: unknown key 'parms' (did you mean 'params'?)"),
+    ("name: x\ntasks: [{name: a, params: {}}]\n", "task 'a' (#1): missing required key 'type'"),
+    ("name: x\ntasks: [{type: fak}]\n", "type: unknown module type 'fak' (did you mean 'fake'?)"),
+    ("name: x\ntasks: [{type: fake, ignore_errors: yes}]\n",
+     "ignore_errors: expected true or false, got the string 'yes'"),
+    ("name: x\ntasks: [{type: fake, timeout: 30}]\n",
+     "timeout: expected a duration like '30s', got int 30 (did you mean '30s'?)"),
+    ("name: x\ntasks: [{type: fake, timeout: 5 minutes}]\n", "timeout: invalid duration '5 minutes'"),
+    ("name: x\ntasks: [{type: fake, retry: {attempts: 0}}]\n", "retry.attempts: must be at least 1"),
+    ("name: x\ntasks: [{type: fake, retry: {delay: 1x}}]\n", "retry.delay: invalid duration"),
+    ("name: x\ntasks: [{type: fake, retry: {tries: 2}}]\n", "retry.tries: unknown key 'tries'"),
+    ("name: x\ntasks: [{type: fake, loop: [1], loop_control: {parallel: 0}}]\n",
+     "loop_control.parallel: must be at least 1"),
+    ("name: x\ntasks: [{type: fake, loop: [1], loop_control: {loop_var: 2x}}]\n",
+     "loop_control.loop_var: '2x' is not a usable variable name"),
+    ("name: x\ntasks: [{type: fake, loop: 5}]\n", "loop: expected a list, a mapping or a template"),
+    ("name: x\ntasks: [{name: a, type: fake}, {name: a, type: fake}]\n",
+     "task 'a' (#2): name: duplicate task name 'a' (also task 'a' (#1))"),
+    ("name: x\ntasks: [{type: fake, register: r}, {type: fake, register: r}]\n",
+     "register key 'r' is already used by task #1"),
+    ("name: x\ntasks: [{type: fake, register: my-out}]\n", "'my-out' is not a usable variable name"),
+    ("name: x\ntasks: [{type: fake, register: _gxo}]\n", "'_gxo' is reserved"),
+    ("name: x\nvars: {r: 1}\ntasks: [{type: fake, register: r}]\n",
+     "register key 'r' is also a playbook variable"),
+    ("name: x\ntasks: [{name: a, type: fake, depends_on: [b]}]\n", "depends_on: no task named 'b'"),
+    ("name: x\ntasks: [{name: a, type: fake, stream_input: a}]\n", "a task cannot stream from itself"),
+    ("name: x\ntasks: [{name: a, type: fake}, {type: fake, stream_input: aa}]\n",
+     "no task named 'aa' (did you mean 'a'?)"),
+    ("name: x\ntemplating: {engine: jinja2}\ntasks: [{type: fake}]\n",
+     "templating.engine: only the 'go' template engine is supported"),
+    ("name: x\ntemplating: {delimiters: ['{{']}\ntasks: [{type: fake}]\n",
+     "templating.delimiters: expected two strings"),
+])
+def test_structure_errors(load, text, message):
+    assert message in error(load, text)
+
+
+def test_error_names_file_line_and_column(load):
+    text = """
+        name: x
+        tasks:
+          - name: first
+            type: fake
+          - name: second
+            type: fake
+            retry: {attempts: many}
+    """
+    assert error(load, text).startswith(":8:23: task 'second' (#2): retry.attempts: "
+                                        "expected a positive integer, got the string 'many'")
+
+
+# -- params are checked before anything runs
+
+@pytest.mark.parametrize("params, message", [
+    ("{comand: ls}", "params.command: is required (is 'comand' a typo of it?)"),
+    ("{command: ls, args: -l}", "params.args: expected a list of strings, got the string '-l'"),
+    ("{command: ls, args: [a, [b]]}", "params.args[1]: expected a string, got a list"),
+    ("{command: ls, envirnoment: {}}", "params.envirnoment: unknown param (did you mean 'environment'?)"),
+    ("{command: ls, environment: {A: {b: 1}}}", "params.environment.A: expected a string"),
+    ("[ls]", "params: expected a mapping of module params"),
+])
+def test_exec_params_checked_statically(load, params, message):
+    assert message in error(load, f"name: x\ntasks: [{{type: exec, params: {params}}}]\n")
+
+
+def test_templated_params_pass_static_checks(load):
+    load("""
+        name: x
+        vars: {flags: [-l], dir: /tmp}
+        tasks: [{type: exec, params: {command: ls, args: "<< .flags >>", working_dir: "<< .dir >>"}}]
+    """)
+
+
+# -- templates and variables
+
+def test_template_syntax_error_located(load):
+    message = error(load, """
+        name: x
+        tasks:
+          - name: a
+            type: fake
+            params:
+              result: ["ok", "<< .x "]
+    """)
+    assert message.startswith(":7:22: task 'a' (#1): params.result[1]: template error at 1:")
+
+
+@pytest.mark.parametrize("field, message", [
+    ('when: "<< .nope >>"', "when: undefined variable 'nope'"),
+    ('loop: "<< .hots >>"', "loop: undefined variable 'hots' (did you mean 'hosts'?)"),
+    ('params: {result: "<< .item >>"}', "'item' exists only in a task with 'loop'"),
+    ('when: "<< .item >>"\n    loop: [1]', "when: undefined variable 'item' ('item' is the loop variable"),
+    ('params: {result: "<< ._gxo.tasks.aa.status >>"}', "_gxo.tasks: no task named 'aa' (did you mean 'a'?)"),
+    ('params: {result: "<< ._gxo.tasks.a.state >>"}', "_gxo.tasks.a has only 'status', not 'state'"),
+    ('params: {result: "<< ._gxo.vars >>"}', "'_gxo.vars' does not exist"),
+])
+def test_undefined_variables(load, field, message):
+    text = f"name: x\nvars: {{hosts: [a]}}\ntasks:\n  - name: a\n    type: fake\n  - name: t\n    type: fake\n    {field}\n"
+    assert message in error(load, text)
+
+
+def test_loop_var_defined_in_params_and_index_var(load):
+    load("""
+        name: x
+        tasks:
+          - type: fake
+            loop: [1, 2]
+            loop_control: {loop_var: host, index_var: n}
+            params: {result: "<< .n >> << .host >>"}
+    """)
+
+
+def test_vars_render_in_order_with_cli_vars(load):
+    pb = load("""
+        name: x
+        vars:
+          region: eu
+          bucket: "logs-<< .region >>-<< .env >>"
+        tasks: [{type: fake}]
+    """, vars={"env": "prod"})
+    assert pb.vars["bucket"] == "logs-eu-prod"
+
+
+@pytest.mark.parametrize("vars, message", [
+    ("{a: '<< .b >>', b: 1}", "vars.a: uses undefined variable 'b' (it is defined later"),
+    ("{a: '<< .out >>'}", "vars.a: uses undefined variable 'out' (registered by a task"),
+    ("{my-var: 1}", "vars.my-var: 'my-var' is not a usable variable name"),
+])
+def test_var_errors(load, vars, message):
+    assert message in error(load, f"name: x\nvars: {vars}\ntasks: [{{type: fake, register: out}}]\n")
+
+
+def test_bad_cli_var_name(load):
+    with pytest.raises(gxo.PlaybookError, match="-var 'a.b': not a usable variable name"):
+        load("name: x\ntasks: [{type: fake}]\n", vars={"a.b": "1"})
+
+
+def test_cycle_reported_with_path(load):
+    message = error(load, """
+        name: x
+        tasks:
+          - {name: a, type: fake, register: ra, params: {result: "<< .rc >>"}}
+          - {name: b, type: fake, register: rb, params: {result: "<< .ra >>"}}
+          - {name: c, type: fake, register: rc, depends_on: [b]}
+    """)
+    assert "cycle: a -> c -> b -> a" in message
+
+
+def test_edges_from_registers_status_and_depends_on(load):
+    pb = load("""
+        name: x
+        tasks:
+          - {name: a, type: fake, register: ra}
+          - {name: b, type: fake, params: {result: "<< .ra >>"}}
+          - {name: c, type: fake, when: "<< eq ._gxo.tasks.b.status \\"Completed\\" >>"}
+          - {name: d, type: fake, depends_on: [a, c]}
+          - {name: e, type: fake, stream_input: d}
+    """)
+    assert [sorted(t.needs) for t in pb.tasks] == [[], [0], [1], [0, 2], []]
+    assert sorted(map(sorted, pb.pipelines)) == [[0], [1], [2], [3, 4]]
+
+
+def test_go_delimiters(load):
+    pb = load("""
+        name: x
+        templating: {delimiters: ["{{", "}}"]}
+        vars: {a: 1, b: "{{ .a }}-<< .a >>"}
+        tasks: [{type: fake}]
+    """)
+    assert pb.vars["b"] == "1-<< .a >>"
+
+
+def test_load_from_text_and_missing_file(tmp_path):
+    pb = gxo.load_playbook("name: t\ntasks: [{type: fake}]\n")
+    assert pb.name == "t" and pb.file == "<playbook>"
+    with pytest.raises(gxo.PlaybookError, match="no-such.yml: cannot read the playbook"):
+        gxo.load_playbook(tmp_path / "no-such.yml")
