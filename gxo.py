@@ -21,7 +21,7 @@ __all__ = [
     "RecordProcessingError", "TemplateError", "TemplateSyntaxError",
     "TemplateRenderError",
     "load_playbook", "Playbook", "Task", "Params",
-    "render", "resolve", "template_variables", "truthy",
+    "render", "resolve", "template_variables", "compile_template", "format_value", "truthy",
     "Channel", "Module", "TaskContext", "register", "Logger",
     "Engine", "RunResult", "TaskResult", "run_playbook", "main",
 ]
@@ -170,7 +170,11 @@ class _Document:
         self.root = self._parse(text)
 
     def _parse(self, text):
-        import yaml
+        try:
+            import yaml
+        except ImportError:
+            raise PlaybookError("gxo needs PyYAML to read playbooks: python -m pip install pyyaml",
+                                file=self.file) from None
         base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
         class Composer(base):
@@ -326,8 +330,8 @@ class Playbook:
     from it; ``pipelines`` lists the groups of tasks joined by streams.
     """
 
-    def __init__(self, name, file, tasks, vars, delimiters):
-        self.name, self.file, self.tasks = name, file, tasks
+    def __init__(self, name, file, tasks, vars, delimiters, dir):
+        self.name, self.file, self.tasks, self.dir = name, file, tasks, dir
         self.vars, self.delimiters = vars, delimiters
         by_key = {t.key: t for t in tasks}
         self.consumers = {t.index: [] for t in tasks}
@@ -361,7 +365,14 @@ def load_playbook(source, vars=None, *, modules_dirs=()):
             raise PlaybookError("the playbook is not UTF-8 text", file=file) from None
     else:
         file, text = "<playbook>", source
-    return _Loader(_Document(text, file), dict(vars or {}), modules_dirs).playbook()
+    import gc
+    collecting = gc.isenabled()
+    gc.disable()        # loading makes many objects and no garbage: collections are waste
+    try:
+        return _Loader(_Document(text, file), dict(vars or {}), modules_dirs).playbook()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class _Loader:
@@ -369,6 +380,8 @@ class _Loader:
 
     def __init__(self, doc, cli_vars, modules_dirs):
         self.doc, self.cli_vars = doc, cli_vars
+        self.playbook_dir = (os.path.dirname(os.path.abspath(doc.file)) if doc.file != "<playbook>"
+                             else os.getcwd())
         self.registry = _ModuleFinder(modules_dirs)
 
     def fail(self, container, key, message, task=None, field=None, at_key=False):
@@ -412,7 +425,7 @@ class _Loader:
         vars = self.render_vars(raw_vars, tasks)
         for t in tasks:
             self.check_templates(t, set(vars) | {"_gxo"})
-        playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters)
+        playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters, self.playbook_dir)
         cycle = _find_cycle(tasks, playbook.pipelines)
         if cycle:
             message, i = cycle
@@ -605,6 +618,7 @@ class _Loader:
     def render_vars(self, raw_vars, tasks):
         """Render playbook vars in order; -var values override and come first."""
         data = dict(self.cli_vars)
+        data["_gxo"] = {"playbook_dir": self.playbook_dir}
         for name in self.cli_vars:
             if not isinstance(name, str) or not _IDENT_RE.match(name):
                 raise PlaybookError(f"-var '{name}': not a usable variable name", file=self.doc.file)
@@ -619,7 +633,11 @@ class _Loader:
                 compiled = _compile_value(value, self.delimiters)
                 for path in compiled.variables:
                     root = path.split(".", 1)[0]
-                    if root not in known:
+                    if root == "_gxo" and path != "_gxo.playbook_dir":
+                        raise self.fail(raw_vars, name, f"vars can read only _gxo.playbook_dir, "
+                                        f"not {path}: vars are rendered before any task runs",
+                                        field=f"vars.{name}")
+                    if root not in known and root != "_gxo":
                         later = " (it is defined later: vars are rendered in order)" if root in raw_vars else ""
                         reg = " (registered by a task: vars are rendered before any task runs)" \
                             if root in self.registers else ""
@@ -630,6 +648,7 @@ class _Loader:
             except TemplateError as e:
                 raise self.fail(raw_vars, name, f"template error at {e}", field=f"vars.{name}") from None
             known.add(name)
+        del data["_gxo"]
         return {k: _freeze(v) for k, v in data.items()}
 
     def check_templates(self, t, defined):
@@ -643,15 +662,17 @@ class _Loader:
         for field in ("when", "loop", "params"):
             names = defined | set(self.registers) | (item_vars if field == "params" else set())
             for path, container, key, text in _strings(raw.get(field), field, raw, field):
-                if left not in text or (field == "params" and path.split(".")[1].split("[")[0]
-                                        in raw_keys):
+                if left not in text:
                     continue
+                # A raw param is rendered by its module with a record on top of
+                # state: a name that is not in state may be a record's field.
+                per_record = field == "params" and _path_parts(path)[1] in raw_keys
                 for var in sorted(compile_template(text, self.delimiters).variables):
                     parts = var.split(".")
                     if parts[0] == "_gxo":
                         self.check_status_path(t, parts, container, key, path)
                         continue
-                    if parts[0] not in names:
+                    if parts[0] not in names and not per_record:
                         raise self.fail(container, key, f"undefined variable '{parts[0]}'"
                                         + self.hint(t, parts[0], names, item_vars), t, path)
                     producer = self.registers.get(parts[0])
@@ -669,9 +690,11 @@ class _Loader:
     def check_status_path(self, t, parts, container, key, field):
         if len(parts) == 1:
             return
+        if parts[1] == "playbook_dir" and len(parts) == 2:
+            return
         if parts[1] != "tasks":
-            raise self.fail(container, key, f"'_gxo.{parts[1]}' does not exist; use "
-                            "_gxo.tasks.NAME.status", t, field)
+            raise self.fail(container, key, f"'_gxo.{'.'.join(parts[1:])}' does not exist; "
+                            "there are _gxo.tasks.NAME.status and _gxo.playbook_dir", t, field)
         if len(parts) > 2:
             name = parts[2]
             if name not in self.task_keys:
@@ -803,11 +826,14 @@ class _Compiled:
 
 
 def _compile_value(value, delimiters, raw_keys=()):
-    """Compile the templates inside a YAML value (see _Compiled)."""
+    """Compile the templates inside a YAML value (see _Compiled).
+
+    ``raw_keys`` are top-level keys left as they are (modules render them).
+    """
     left = delimiters[0]
     variables = set()
 
-    def build(v):
+    def build(v, skip=()):
         if isinstance(v, str):
             if left not in v:
                 return None
@@ -815,10 +841,7 @@ def _compile_value(value, delimiters, raw_keys=()):
             variables.update(template.variables)
             return template.resolve
         if isinstance(v, dict):
-            parts = [(k, build(x)) for k, x in v.items() if k not in raw_keys]
-            for k in raw_keys:
-                if isinstance(v.get(k), str) and left in v[k]:
-                    compile_template(v[k], delimiters)      # syntax only
+            parts = [(k, build(x)) for k, x in v.items() if k not in skip]
             parts = [(k, f) for k, f in parts if f is not None]
             if not parts:
                 return None
@@ -843,7 +866,7 @@ def _compile_value(value, delimiters, raw_keys=()):
             return render_list
         return None
 
-    render = build(value)
+    render = build(value, raw_keys)
     return _Compiled(_freeze(value), render, frozenset(variables))
 
 
@@ -926,10 +949,10 @@ def _freeze(value):
 class _State:
     """Vars, registered results and task statuses, shared by all tasks."""
 
-    def __init__(self, vars):
+    def __init__(self, vars, playbook_dir):
         self.data = dict(vars)
         self._tasks = _FrozenDict()
-        self.data["_gxo"] = _FrozenDict(tasks=self._tasks)
+        self.data["_gxo"] = _FrozenDict(tasks=self._tasks, playbook_dir=playbook_dir)
         from types import MappingProxyType
         self.reader = MappingProxyType(self.data)
 
@@ -947,7 +970,6 @@ class _State:
 # is taken only to sleep on a full or empty channel and to wake a sleeper, so
 # a record costs about as much as a plain loop step.
 
-_OPEN, _CLOSED, _DETACHED, _ABORTED = 0, 1, 2, 3
 _EOS = object()
 
 
@@ -962,15 +984,19 @@ class Channel:
 
     def __init__(self, capacity=100, copy=False):
         self.capacity = max(1, int(capacity))
-        self._dropped = 0
-        self.used = False           # anything put or taken yet (retry safety)
+        self.used = False           # anything put or read yet (retry safety)
         self._items = deque()
         self._lock = threading.Lock()
         self._readable = threading.Condition(self._lock)
         self._writable = threading.Condition(self._lock)
-        self._getters = self._putters = 0
-        self._state = _OPEN
-        self._reason = None
+        # A side about to sleep raises its flag, holding the lock, before its
+        # last look at the deque; the other side lowers the flag when it wakes
+        # the sleeper.  So no wake-up is lost, and each sleep costs one wake-up,
+        # not one per record.
+        self._reader_asleep = self._writers_asleep = False
+        self._closed = self._detached = self._stopped = False
+        self._abort = self._detach_reason = None
+        self._dropped = 0
         self._copy = copy           # fan-out: this consumer gets its own copy
 
     def put(self, record):
@@ -978,36 +1004,32 @@ class Channel:
         if self._copy:
             record = _copy_record(record)
         items = self._items
-        if self._state or len(items) >= self.capacity:
-            if not self._put_slow(record):
-                return
-        else:
+        if not self._stopped and len(items) < self.capacity:
             items.append(record)
-            self.used = True
-        if self._getters:
+        elif not self._put_slow(record):
+            return
+        self.used = True
+        if self._reader_asleep:
             with self._lock:
-                self._readable.notify()
+                if self._reader_asleep:
+                    self._reader_asleep = False
+                    self._readable.notify()
 
     def _put_slow(self, record):
         with self._lock:
             while True:
-                state = self._state
-                if state == _DETACHED:
+                if self._abort is not None:
+                    raise Cancelled(self._abort)
+                if self._detached:
                     self._dropped += 1
                     return False
-                if state == _ABORTED:
-                    raise Cancelled(self._reason)
-                if state == _CLOSED:
+                if self._closed:
                     raise ValueError("put on a closed channel")
+                self._writers_asleep = True     # several writers: only a waker lowers it
                 if len(self._items) < self.capacity:
                     self._items.append(record)
-                    self.used = True
                     return True
-                self._putters += 1
-                try:
-                    self._writable.wait()
-                finally:
-                    self._putters -= 1
+                self._writable.wait()
 
     def __iter__(self):
         self.used = True
@@ -1019,51 +1041,55 @@ class Channel:
                 record = self._get_slow()
                 if record is _EOS:
                     return
-            if self._putters:
+            if self._writers_asleep:
                 with self._lock:
-                    self._writable.notify()
+                    if self._writers_asleep:
+                        self._writers_asleep = False
+                        self._writable.notify_all()
             yield record
 
     def _get_slow(self):
         with self._lock:
             while True:
+                if self._abort is not None:
+                    raise Cancelled(self._abort)
+                self._reader_asleep = True
                 if self._items:
+                    self._reader_asleep = False     # one reader: it may lower its own flag
                     return self._items.popleft()
-                state = self._state
-                if state == _ABORTED:
-                    raise Cancelled(self._reason)
-                if state:
+                if self._detached:
+                    raise Cancelled(self._detach_reason or "stopped reading")
+                if self._closed:
                     return _EOS
-                self._getters += 1
-                try:
-                    self._readable.wait()
-                finally:
-                    self._getters -= 1
+                self._readable.wait()
 
     def close(self):
         """End of stream: the consumer reads what is left, then stops."""
-        self._set_state(_CLOSED)
+        with self._lock:
+            self._closed = True
+            self._readable.notify_all()
 
-    def detach(self):
+    def detach(self, reason=None):
         """The consumer is gone: drop and count what is and will be put."""
-        self._set_state(_DETACHED)
-
-    @property
-    def undelivered(self):
-        """Records put but never taken because the consumer stopped reading."""
-        return self._dropped + (len(self._items) if self._state == _DETACHED else 0)
+        with self._lock:
+            self._detached = self._stopped = True
+            self._detach_reason = reason
+            self._readable.notify_all()
+            self._writable.notify_all()
 
     def abort(self, reason):
         """Wake both sides; each raises Cancelled(reason) from now on."""
-        self._reason = reason
-        self._set_state(_ABORTED)
-
-    def _set_state(self, state):
         with self._lock:
-            if self._state == _OPEN or (self._state == _CLOSED and state != _CLOSED):
-                self._state = state
+            if self._abort is None:
+                self._abort = str(reason)
+            self._stopped = True
             self._readable.notify_all()
             self._writable.notify_all()
+
+    @property
+    def undelivered(self):
+        """Records put but never read because the consumer stopped reading."""
+        return self._dropped + (len(self._items) if self._detached else 0)
 
 
 def _copy_record(value):
@@ -1367,8 +1393,8 @@ class _TaskLog(Logger):
 class TaskContext:
     """What a module sees of the run while it performs one task.
 
-    ``name``, ``dry_run``, ``log``, ``deadline`` (time.monotonic() value or
-    None) and cancellation: ``cancelled``, ``wait(seconds)`` (wakes at once on
+    ``name``, ``dry_run``, ``log``, ``delimiters``, ``deadline``
+    (time.monotonic() value or None), ``render`` and cancellation: ``cancelled``, ``wait(seconds)`` (wakes at once on
     cancel), ``on_cancel(fn)`` (fn(hard) is called when the task is cancelled,
     and again with hard=True if gxo must stop right away).
     """
@@ -1377,28 +1403,36 @@ class TaskContext:
         self.name, self.log, self.dry_run = name, log, dry_run
         self.deadline = None
         self.reason = None
-        self._state, self._delimiters = state, delimiters
-        self._event = threading.Event()
+        self._state, self.delimiters = state, delimiters
+        # A held lock is the cheapest event: cancel releases it, and each waiter
+        # that gets it releases it again for the next one.
+        self._gate = threading.Lock()
+        self._gate.acquire()
         self._lock = threading.Lock()
         self._callbacks = []
 
     @property
     def cancelled(self):
-        return self._event.is_set()
+        return self.reason is not None
 
     def wait(self, seconds):
         """Sleep up to ``seconds``; True if the task was cancelled meanwhile."""
-        return self._event.wait(seconds)
+        if self.reason is not None:
+            return True
+        if self._gate.acquire(timeout=max(0.0, seconds)):
+            self._gate.release()
+            return True
+        return False
 
     def check(self):
         """Raise Cancelled if the task was cancelled."""
-        if self._event.is_set():
+        if self.reason is not None:
             raise Cancelled(self.reason)
 
     def on_cancel(self, fn):
         """Call fn(hard) on cancellation (now, if already cancelled); returns an undo."""
         with self._lock:
-            if not self._event.is_set():
+            if self.reason is None:
                 self._callbacks.append(fn)
                 return lambda: self._callbacks.remove(fn) if fn in self._callbacks else None
         fn(False)
@@ -1407,10 +1441,10 @@ class TaskContext:
     def cancel(self, reason="cancelled", hard=False):
         """Cancel the task: wake its waits and run its on_cancel callbacks."""
         with self._lock:
-            first = not self._event.is_set()
+            first = self.reason is None
             if first:
-                self.reason = reason
-                self._event.set()
+                self.reason = str(reason)
+                self._gate.release()
             callbacks = list(self._callbacks)
         if first or hard:
             for fn in callbacks:
@@ -1422,7 +1456,7 @@ class TaskContext:
     def render(self, text, scope=None):
         """Render a template with state (and ``scope`` on top) as its data."""
         data = self._state if scope is None else ChainMap(scope, self._state)
-        return resolve(text, data, self._delimiters)
+        return resolve(text, data, self.delimiters)
 
 
 # ---------------------------------------------------------------- task runner
@@ -1484,10 +1518,13 @@ class _Runner:
                 return SKIPPED, "'when' is false", None
         if t._loop is None:
             try:
-                return COMPLETED, "", self.call(data)
+                summary = self.call(data)
             except Exception as e:
                 self.log_error(e)
                 return FAILED, _reason(e, ctx), None
+            if ctx.cancelled:       # the module ended, but not on its own terms
+                return FAILED, ctx.reason, None
+            return COMPLETED, "", summary
         try:
             items = self.items(data)
         except (TaskError, TemplateError) as e:
@@ -1694,7 +1731,7 @@ class Engine:
     def run(self):
         pb = self.playbook
         tasks, log = pb.tasks, self.log
-        self.state = _State(pb.vars)
+        self.state = _State(pb.vars, pb.dir)
         self.results = [TaskResult(t.key) for t in tasks]
         self.contexts, self.channels = {}, {}
         groups = [sorted(g) for g in pb.pipelines]
@@ -1768,6 +1805,8 @@ class Engine:
                               self.state.reader, pb.delimiters)
             self.contexts[i] = ctx
             self.channels[i] = (inputs.get(i), outputs[i])
+            if i in inputs or outputs[i]:
+                ctx.on_cancel(_stop_streams(ctx, t.key, inputs.get(i), outputs[i]))
         for i in members:
             self.workers.submit(self.execute, tasks[i], self.contexts[i], *self.channels[i])
 
@@ -1871,13 +1910,8 @@ class Engine:
                               f"dependency '{result.name}' was skipped ({reason})", groups, dependents)
 
     def cancel_running(self, reason, hard=False):
-        for i, ctx in list(self.contexts.items()):
+        for ctx in list(self.contexts.values()):
             ctx.cancel(reason, hard)
-            input, outputs = self.channels.get(i, (None, ()))
-            for channel in outputs:
-                channel.abort(reason)
-            if input is not None:
-                input.abort(reason)
 
     def recap(self, result):
         log = self.log
@@ -1897,6 +1931,16 @@ class Engine:
                      + f" in {_seconds(result.duration)}"
                      + (f" ({self.halted})" if self.halted else ""))
         log.info("\n".join(lines))
+
+
+def _stop_streams(ctx, name, input, outputs):
+    """The cancel callback of a streaming task: wake whatever waits on its channels."""
+    def stop(hard):
+        for channel in outputs:
+            channel.abort(f"stream producer {name} failed")
+        if input is not None:
+            input.detach(ctx.reason)
+    return stop
 
 
 def run_playbook(source, vars=None, *, dry_run=False, concurrency=None,
@@ -2015,6 +2059,8 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         return 130
+    import gc
+    gc.freeze()         # the playbook lives as long as the process: never scan it again
     engine = Engine(playbook, dry_run=opts.get("dry-run", False),
                     concurrency=opts.get("concurrency"),
                     channel_buffer_size=opts.get("channel-buffer-size", 100), logger=logger)

@@ -261,7 +261,7 @@ def test_exec_as_producer_emits_lines_as_they_appear():
 
 
 def test_exec_consumer_and_producer_json():
-    inp, out = gxo.Channel(10), gxo.Channel(1000)
+    inp, out = gxo.Channel(100), gxo.Channel(1000)
     for i in range(50):
         inp.put({"n": i})
     inp.close()

@@ -163,7 +163,7 @@ def test_template_syntax_error_located(load):
     ('when: "<< .item >>"\n    loop: [1]', "when: undefined variable 'item' ('item' is the loop variable"),
     ('params: {result: "<< ._gxo.tasks.aa.status >>"}', "_gxo.tasks: no task named 'aa' (did you mean 'a'?)"),
     ('params: {result: "<< ._gxo.tasks.a.state >>"}', "_gxo.tasks.a has only 'status', not 'state'"),
-    ('params: {result: "<< ._gxo.vars >>"}', "'_gxo.vars' does not exist"),
+    ('params: {result: "<< ._gxo.vars >>"}', "'_gxo.vars' does not exist; there are"),
 ])
 def test_undefined_variables(load, field, message):
     text = f"name: x\nvars: {{hosts: [a]}}\ntasks:\n  - name: a\n    type: fake\n  - name: t\n    type: fake\n    {field}\n"
@@ -246,3 +246,22 @@ def test_load_from_text_and_missing_file(tmp_path):
     assert pb.name == "t" and pb.file == "<playbook>"
     with pytest.raises(gxo.PlaybookError, match="no-such.yml: cannot read the playbook"):
         gxo.load_playbook(tmp_path / "no-such.yml")
+
+
+def test_playbook_dir_in_vars_and_tasks(load, run, tmp_path):
+    text = """
+        name: x
+        vars: {data: "<< ._gxo.playbook_dir >>/data"}
+        tasks: [{type: fake, params: {result: "<< ._gxo.playbook_dir >>"}, register: out}]
+    """
+    assert load(text).vars["data"] == f"{tmp_path}/data"
+    assert run(text).state["out"] == str(tmp_path)
+
+
+def test_vars_cannot_read_task_statuses(load):
+    with pytest.raises(gxo.PlaybookError, match="vars can read only _gxo.playbook_dir"):
+        load("""
+            name: x
+            vars: {s: "<< ._gxo.tasks.a.status >>"}
+            tasks: [{name: a, type: fake}]
+        """)
