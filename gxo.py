@@ -33,7 +33,10 @@ import sys
 import threading
 import time
 from collections import ChainMap, deque
-from queue import SimpleQueue
+try:
+    from _queue import Empty, SimpleQueue      # skips importing queue (and heapq)
+except ImportError:                             # pragma: no cover (not CPython)
+    from queue import Empty, SimpleQueue
 
 if __name__ == "__main__":
     # Modules do 'import gxo': let that find this very module, not a second copy.
@@ -1345,7 +1348,12 @@ _LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARN", 40: "ERROR"}
 
 
 class Logger:
-    """Leveled log lines on a text stream (stderr by default), from any thread."""
+    """Leveled log lines on a text stream (stderr by default), from any thread.
+
+    ``log(..., hold=True)`` keeps a line back until the next ``flush`` or
+    unheld line (order is kept): the engine's thread holds its per-task lines
+    and writes them in one go when it has nothing else to do.
+    """
 
     def __init__(self, level="INFO", stream=None):
         try:
@@ -1354,15 +1362,32 @@ class Logger:
             raise ValueError(f"unknown log level '{level}'; use DEBUG, INFO, WARN or ERROR") from None
         self.stream = stream
         self._lock = threading.Lock()
+        self._held = []
+        self._second, self._stamp = None, ""
 
-    def log(self, level, message):
+    def log(self, level, message, hold=False):
         if level < self.level:
             return
         now = time.time()
-        stamp = time.strftime("%H:%M:%S", time.localtime(now))
-        line = f"{stamp}.{int(now % 1 * 1000):03d} {_LEVEL_NAMES[level]:<5} {message}\n"
+        second = int(now)
+        if second != self._second:      # strftime once a second, not once a line
+            self._second, self._stamp = second, time.strftime("%H:%M:%S", time.localtime(now))
+        line = f"{self._stamp}.{int(now % 1 * 1000):03d} {_LEVEL_NAMES[level]:<5} {message}\n"
         with self._lock:
+            if hold:
+                self._held.append(line)
+                return
+            if self._held:
+                line = "".join(self._held) + line
+                self._held.clear()
             (self.stream or sys.stderr).write(line)
+
+    def flush(self):
+        """Write the lines held back."""
+        with self._lock:
+            if self._held:
+                (self.stream or sys.stderr).write("".join(self._held))
+                self._held.clear()
 
     def debug(self, message):
         self.log(10, message)
@@ -1754,7 +1779,11 @@ class Engine:
                 self.start_group(groups[ready.popleft()])
             if not running:
                 break
-            event = self._events.get()
+            try:
+                event = self._events.get_nowait()
+            except Empty:
+                log.flush()             # idle: now is the time to write what was held
+                event = self._events.get()
             if event[0] == "stop":
                 stops += 1
                 if self.halted is None:
@@ -1781,6 +1810,7 @@ class Engine:
         result = RunResult(pb, {t.key: r for t, r in zip(tasks, self.results)},
                            dict(self.state.data), duration, exit_code)
         self.recap(result)
+        self.log.flush()
         return result
 
     # -- scheduling
@@ -1808,12 +1838,12 @@ class Engine:
             if i in inputs or outputs[i]:
                 ctx.on_cancel(_stop_streams(ctx, t.key, inputs.get(i), outputs[i]))
         for i in members:
+            self.log.log(20, f"[{tasks[i].key}] started", hold=True)
             self.workers.submit(self.execute, tasks[i], self.contexts[i], *self.channels[i])
 
     def execute(self, t, ctx, input, outputs):
         """Run one task on a worker thread and report its end to the engine."""
         result = self.results[t.index]
-        ctx.log.info("started")
         begin = time.monotonic()
         timer = None
         if t.timeout:
@@ -1873,7 +1903,7 @@ class Engine:
         if result.status == FAILED and t.ignore_errors:
             text += " (ignored)"
             level = 30
-        self.log.log(level, text)
+        self.log.log(level, text, hold=level == 20)
 
     def release(self, i, groups, waiting, dependents, ready):
         """Start what waited for task i, or skip it if i failed."""
