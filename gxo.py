@@ -1351,8 +1351,9 @@ class Logger:
     """Leveled log lines on a text stream (stderr by default), from any thread.
 
     ``log(..., hold=True)`` keeps a line back until the next ``flush`` or
-    unheld line (order is kept): the engine's thread holds its per-task lines
-    and writes them in one go when it has nothing else to do.
+    unheld line (order is kept): the engine holds the line that ends a task
+    and writes it with the next task's start, or when a worker goes idle, so
+    a busy run makes one write per task, not two.
     """
 
     def __init__(self, level="INFO", stream=None):
@@ -1728,9 +1729,11 @@ def _default_concurrency():
 class Engine:
     """Runs a loaded playbook: schedules its tasks as a DAG, returns a RunResult.
 
-    ``cancel`` and ``interrupt`` may be called from any thread or a signal
-    handler: running tasks are cancelled (their processes killed) and tasks
-    not started are skipped.
+    There is no scheduler thread: the worker that finishes a task does the
+    bookkeeping and carries on with a task that became ready, so a chain of
+    tasks runs on one thread without hand-offs.  ``cancel`` and
+    ``interrupt`` may be called from any thread or a signal handler: running
+    tasks are cancelled (their processes killed), tasks not started skipped.
     """
 
     def __init__(self, playbook, *, dry_run=False, concurrency=None, channel_buffer_size=100,
@@ -1740,7 +1743,8 @@ class Engine:
         self.buffer = channel_buffer_size
         self.log = logger or Logger()
         self.workers = _Workers()
-        self._events = SimpleQueue()        # (index,) when a task ends, or ("stop", ...)
+        self._events = SimpleQueue()        # ("done",) or ("stop", reason, exit code)
+        self._lock = threading.Lock()       # guards the scheduling state below
         self.state = None
 
     def cancel(self, reason="cancelled", exit_code=1):
@@ -1754,71 +1758,67 @@ class Engine:
         self._events.put(("stop", f"interrupted by {name}", 128 + signum))
 
     def run(self):
-        pb = self.playbook
-        tasks, log = pb.tasks, self.log
+        pb, log = self.playbook, self.log
+        tasks = pb.tasks
         self.state = _State(pb.vars, pb.dir)
         self.results = [TaskResult(t.key) for t in tasks]
-        self.contexts, self.channels = {}, {}
-        groups = [sorted(g) for g in pb.pipelines]
+        self.running, self.channels = {}, {}
+        self.groups = groups = [sorted(g) for g in pb.pipelines]
         self.group_of = {i: g for g, members in enumerate(groups) for i in members}
-        waiting, dependents = [0] * len(groups), {t.index: [] for t in tasks}
+        self.waiting, self.dependents = [0] * len(groups), {t.index: [] for t in tasks}
         for g, members in enumerate(groups):
             needs = {d for i in members for d in tasks[i].needs} - set(members)
-            waiting[g] = len(needs)
+            self.waiting[g] = len(needs)
             for d in needs:
-                dependents[d].append(g)
+                self.dependents[d].append(g)
         self.started = [False] * len(groups)
-        ready = deque(sorted((g for g in range(len(groups)) if not waiting[g]),
-                             key=lambda g: groups[g][0]))
+        self.ready = deque(sorted((g for g in range(len(groups)) if not self.waiting[g]),
+                                  key=lambda g: groups[g][0]))
+        self.halted, self.exit_code, stops = None, 0, 0
         start = time.monotonic()
         log.info(f"playbook '{pb.name}': {len(tasks)} tasks" + (" (dry run)" if self.dry_run else ""))
-        self.finished, self.halted, exit_code, stops = 0, None, 0, 0
-        running = self.contexts
-        while self.finished < len(tasks):
-            while ready and self.halted is None and len(running) < self.concurrency:
-                self.start_group(groups[ready.popleft()])
-            if not running:
+        with self._lock:
+            jobs = self.take_ready()
+        for job in jobs:
+            self.workers.submit(self.work, job)
+        while jobs:                         # wait for the last task, or a stop request
+            log.flush()
+            event = self._events.get()
+            if event[0] == "done":
                 break
-            try:
-                event = self._events.get_nowait()
-            except Empty:
-                log.flush()             # idle: now is the time to write what was held
-                event = self._events.get()
-            if event[0] == "stop":
-                stops += 1
+            stops += 1
+            with self._lock:
                 if self.halted is None:
-                    self.halted, exit_code = event[1], event[2]
+                    self.halted, self.exit_code = event[1], event[2]
                     log.warn(f"stopping: {event[1]}")
                 self.cancel_running(f"cancelled: {self.halted}", hard=stops > 1)
-                continue
-            i = event[0]
-            t, result = tasks[i], self.results[i]
-            del running[i]
-            self.end_task(t, result)
-            if result.status == FAILED and not t.ignore_errors and self.halted is None:
-                self.halted, exit_code = f"task '{t.key}' failed", 1
-                log.error(f"halting the playbook: {t.label} failed")
-                self.cancel_running(f"cancelled: playbook halted because {t.key} failed")
-            self.release(i, groups, waiting, dependents, ready)
-        for g, members in enumerate(groups):
-            if not self.started[g]:
-                reason = "playbook halted" if self.halted else "never became ready"
-                for i in members:
-                    self.skip(i, reason, groups, dependents)
+                if not self.running:
+                    break
+        with self._lock:
+            for g, members in enumerate(groups):
+                if not self.started[g]:
+                    for i in members:
+                        self.skip(i, "playbook halted" if self.halted else "never became ready")
         self.workers.shutdown()
-        duration = time.monotonic() - start
         result = RunResult(pb, {t.key: r for t, r in zip(tasks, self.results)},
-                           dict(self.state.data), duration, exit_code)
+                           dict(self.state.data), time.monotonic() - start, self.exit_code)
         self.recap(result)
-        self.log.flush()
+        log.flush()
         return result
 
-    # -- scheduling
+    # -- scheduling (every method here runs with self._lock held, but work)
+
+    def take_ready(self):
+        """Start what is ready, within the concurrency limit; return the jobs."""
+        jobs = []
+        while self.ready and self.halted is None and len(self.running) < self.concurrency:
+            jobs += self.start_group(self.groups[self.ready.popleft()])
+        return jobs
 
     def start_group(self, members):
-        """Start a task, or every member of a stream pipeline at once."""
+        """Set up a task, or every member of a stream pipeline at once."""
         self.started[self.group_of[members[0]]] = True
-        tasks, pb = self.playbook.tasks, self.playbook
+        pb = self.playbook
         outputs = {i: [] for i in members}
         inputs = {}
         for i in members:
@@ -1829,21 +1829,38 @@ class Engine:
                 channel = Channel(self.buffer, copy=k < last)
                 outputs[i].append(channel)
                 inputs[c] = channel
+        jobs = []
         for i in members:
-            t = tasks[i]
+            t = pb.tasks[i]
             ctx = TaskContext(t.key, _TaskLog(self.log, t.key), self.dry_run,
                               self.state.reader, pb.delimiters)
-            self.contexts[i] = ctx
-            self.channels[i] = (inputs.get(i), outputs[i])
-            if i in inputs or outputs[i]:
-                ctx.on_cancel(_stop_streams(ctx, t.key, inputs.get(i), outputs[i]))
-        for i in members:
-            self.log.log(20, f"[{tasks[i].key}] started", hold=True)
-            self.workers.submit(self.execute, tasks[i], self.contexts[i], *self.channels[i])
+            input = inputs.get(i)
+            self.running[i] = ctx
+            self.channels[i] = (input, outputs[i])
+            if input is not None or outputs[i]:
+                ctx.on_cancel(_stop_streams(ctx, t.key, input, outputs[i]))
+            jobs.append((t, ctx, input, outputs[i]))
+        return jobs
+
+    def work(self, job):
+        """A worker's loop: run a task, do its bookkeeping, go on with what is ready."""
+        while job is not None:
+            self.execute(*job)
+            with self._lock:
+                jobs = self.finish(job[0])
+                done = not self.running
+            job = jobs.pop(0) if jobs else None
+            for other in jobs:
+                self.workers.submit(self.work, other)
+            if job is None:
+                self.log.flush()            # going idle: write the end lines held
+            if done:
+                self._events.put(("done",))
 
     def execute(self, t, ctx, input, outputs):
-        """Run one task on a worker thread and report its end to the engine."""
+        """Run one task on this thread; its result goes to self.results."""
         result = self.results[t.index]
+        self.log.log(20, f"[{t.key}] started")      # also writes the end lines held
         begin = time.monotonic()
         timer = None
         if t.timeout:
@@ -1870,26 +1887,30 @@ class Engine:
                 input.detach()
             result.record_errors = errors.count
             result.duration = time.monotonic() - begin
-            self._events.put((t.index,))
 
-    def end_task(self, t, result):
-        """Bookkeeping when a task ends: status, its streams, the log line."""
+    def finish(self, t):
+        """Bookkeeping when a task ends: status, streams, halting, what it releases."""
+        result = self.results[t.index]
+        del self.running[t.index]
         self.state.set_status(t.key, result.status)
-        self.finished += 1
         input, outputs = self.channels.pop(t.index)
-        consumers = self.playbook.consumers[t.index]
-        for channel, c in zip(outputs, consumers):
+        for channel, c in zip(outputs, self.playbook.consumers[t.index]):
             if result.status == FAILED:
                 channel.abort(f"stream producer {t.key} failed")
-                ctx = self.contexts.get(c)
-                if ctx is not None:
-                    ctx.cancel(f"stream producer {t.key} failed")
+                if c in self.running:
+                    self.running[c].cancel(f"stream producer {t.key} failed")
             else:
                 channel.close()
                 if channel.undelivered:
                     self.log.warn(f"[{t.key}] {channel.undelivered} records not delivered to "
                                   f"{self.playbook.tasks[c].key} (it stopped reading)")
         self.log_end(t, result)
+        if result.status == FAILED and not t.ignore_errors and self.halted is None:
+            self.halted, self.exit_code = f"task '{t.key}' failed", 1
+            self.log.error(f"halting the playbook: {t.label} failed")
+            self.cancel_running(f"cancelled: playbook halted because {t.key} failed")
+        self.release(t.index)
+        return self.take_ready()
 
     def log_end(self, t, result):
         text = f"[{t.key}] {result.status}"
@@ -1905,42 +1926,40 @@ class Engine:
             level = 30
         self.log.log(level, text, hold=level == 20)
 
-    def release(self, i, groups, waiting, dependents, ready):
-        """Start what waited for task i, or skip it if i failed."""
+    def release(self, i):
+        """Make ready what waited for task i, or skip it if i failed."""
         result = self.results[i]
-        for g in dependents[i]:
+        for g in self.dependents[i]:
             if self.started[g] or self.halted:
                 continue                    # once halted, whatever did not start is skipped
             if result.status == FAILED or result._blocked:
                 why = (f"dependency '{result.name}' failed" if result.status == FAILED
                        else f"dependency '{result.name}' was skipped ({result.reason})")
-                for m in groups[g]:
-                    self.skip(m, why, groups, dependents)
+                for m in self.groups[g]:
+                    self.skip(m, why)
             else:
-                waiting[g] -= 1
-                if not waiting[g]:
-                    ready.append(g)
+                self.waiting[g] -= 1
+                if not self.waiting[g]:
+                    self.ready.append(g)
 
-    def skip(self, i, reason, groups, dependents):
+    def skip(self, i, reason):
         """Skip a task that never started, and transitively what waits for it."""
-        g = self.group_of[i]
-        self.started[g] = True
+        self.started[self.group_of[i]] = True
         result = self.results[i]
         if result.status is not None:
             return
         result.status, result.reason, result._blocked = SKIPPED, reason, True
         self.state.set_status(result.name, SKIPPED)
-        self.finished += 1
-        self.channels.pop(i, None)
         self.log_end(self.playbook.tasks[i], result)
-        for h in dependents[i]:
-            if not self.started[h]:
-                for m in groups[h]:
-                    self.skip(m, reason if reason.startswith("dependency") else
-                              f"dependency '{result.name}' was skipped ({reason})", groups, dependents)
+        if not reason.startswith("dependency"):
+            reason = f"dependency '{result.name}' was skipped ({reason})"
+        for g in self.dependents[i]:
+            if not self.started[g]:
+                for m in self.groups[g]:
+                    self.skip(m, reason)
 
     def cancel_running(self, reason, hard=False):
-        for ctx in list(self.contexts.values()):
+        for ctx in list(self.running.values()):
             ctx.cancel(reason, hard)
 
     def recap(self, result):
