@@ -27,12 +27,14 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+import math
 import os
 import re
 import sys
 import threading
 import time
 from collections import ChainMap, deque
+from collections.abc import Mapping
 try:
     from _queue import Empty, SimpleQueue      # skips importing queue (and heapq)
 except ImportError:                             # pragma: no cover (not CPython)
@@ -100,6 +102,22 @@ class RecordProcessingError(GxoError):
     def __init__(self, task, item, cause):
         self.task, self.item, self.cause = task, item, cause
         super().__init__(f"task={task} item={item!r} cause={cause}")
+
+
+class TemplateError(GxoError):
+    """A template failed; line and col (1-based) point into the template text."""
+
+    def __init__(self, line, col, reason):
+        super().__init__(f"{line}:{col}: {reason}")
+        self.line, self.col, self.reason = line, col, reason
+
+
+class TemplateSyntaxError(TemplateError):
+    """The template text is invalid (Go's parse phase)."""
+
+
+class TemplateRenderError(TemplateError):
+    """Rendering failed on this data (Go's exec phase)."""
 
 
 def _suggest(word, choices):
@@ -806,10 +824,1520 @@ def _cycle_text(edges, tasks):
 
 # ---------------------------------------------------------------- templates
 
-from _gxo_templates import (  # noqa: E402  (spliced in here once it is done)
-    render, resolve, template_variables, compile_template, format_value,
-    TemplateError, TemplateSyntaxError, TemplateRenderError)
+# gxo's template language: a subset of Go's text/template, in pure Python.
+#
+# A template goes through three steps, after Go's text/template/parse package:
+# the lexer (_TplLexer) cuts the text into tokens, the parser (_TplParser) turns
+# the tokens into a tree of nodes, and the compiler (_TplCompiler) turns the tree
+# into nested Python closures once, so rendering is plain function calls.
+# Semantics follow Go with missingkey=error; the two deliberate deviations are
+# that lists and maps print as compact JSON and nil prints as the empty string.
 
+
+def _tpl_where(text, pos):
+    """(line, col) of an offset in text, both 1-based."""
+    return text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+
+
+# -- templates: lexer
+
+_TPL_SPACE = " \t\r\n"
+_TPL_KEYWORDS = frozenset(("block", "break", "continue", "define", "else", "end",
+                           "if", "nil", "range", "template", "with"))
+_TPL_WORD = re.compile(r"\w*")
+
+
+def _tpl_is_space(c):
+    """Whether c (one character or '') is a space as Go's lexer sees it."""
+    return c != "" and c in _TPL_SPACE
+
+
+class _TplLexer:
+    """Go's lexer as a state machine: each state method consumes some input,
+    appends tokens and returns the next state (None after the end).
+
+    A token is a tuple (type, source text, offset). Types: text, ldelim,
+    rdelim, space, field, var, ident, dot, bool, number, char, string, raw,
+    pipe, lparen, rparen, assign, declare, chr (another printable character),
+    a keyword (if, end, ...), eof.
+    """
+
+    def __init__(self, text, left, right):
+        self.text, self.left, self.right = text, left, right
+        self.pos = self.start = self.action = 0
+        self.parens = []                # offsets of open '('
+        self.tokens = []
+
+    def run(self):
+        state = self.lex_text
+        while state:
+            state = state()
+        return self.tokens
+
+    def emit(self, typ):
+        self.tokens.append((typ, self.text[self.start:self.pos], self.start))
+        self.start = self.pos
+
+    def error(self, reason, pos=None):
+        pos = self.start if pos is None else pos
+        raise TemplateSyntaxError(*_tpl_where(self.text, pos), reason)
+
+    def left_trim_at(self, i):
+        """A '-' then a space at i: the left delimiter trims the text before it."""
+        return self.text.startswith("-", i) and _tpl_is_space(self.text[i + 1:i + 2])
+
+    def at_right_delim(self):
+        """(delimiter here?, with a trim marker ' -' before it?)"""
+        t, p = self.text, self.pos
+        if _tpl_is_space(t[p:p + 1]) and t.startswith("-", p + 1) \
+                and t.startswith(self.right, p + 2):
+            return True, True
+        return t.startswith(self.right, p), False
+
+    def at_terminator(self):
+        """Whether the next character may end a word (Go's atTerminator)."""
+        c = self.text[self.pos:self.pos + 1]
+        return not c or c in _TPL_SPACE or c in ".,|:()" or c == self.right[0]
+
+    def skip_space(self):
+        while _tpl_is_space(self.text[self.pos:self.pos + 1]):
+            self.pos += 1
+
+    def lex_text(self):
+        text = self.text
+        i = text.find(self.left, self.pos)
+        if i < 0:
+            self.pos = len(text)
+            if self.pos > self.start:
+                self.emit("text")
+            self.emit("eof")
+            return None
+        end = i
+        if self.left_trim_at(i + len(self.left)):
+            end = self.start + len(text[self.start:i].rstrip(_TPL_SPACE))
+        if end > self.start:
+            self.pos = end
+            self.emit("text")
+        self.start = self.pos = self.action = i
+        return self.lex_left_delim
+
+    def lex_left_delim(self):
+        self.pos += len(self.left)
+        after = 2 if self.left_trim_at(self.pos) else 0
+        if self.text.startswith("/*", self.pos + after):
+            self.pos += after
+            return self.lex_comment
+        self.emit("ldelim")
+        self.start = self.pos = self.pos + after
+        self.parens = []
+        return self.lex_inside
+
+    def lex_comment(self):
+        i = self.text.find("*/", self.pos + 2)
+        if i < 0:
+            self.error("unclosed comment (missing '*/')", self.action)
+        self.pos = i + 2
+        delim, trim = self.at_right_delim()
+        if not delim:
+            self.error(f"comment must end with '*/{self.right}'", i)
+        self.pos += len(self.right) + (2 if trim else 0)
+        if trim:
+            self.skip_space()
+        self.start = self.pos
+        return self.lex_text
+
+    def lex_inside(self):
+        if self.at_right_delim()[0]:
+            if self.parens:
+                self.error("unclosed '('", self.parens[-1])
+            return self.lex_right_delim
+        t, p = self.text, self.pos
+        if p >= len(t):
+            self.error(f"unclosed action (missing '{self.right}')", self.action)
+        c = t[p]
+        self.pos = p + 1
+        if c in _TPL_SPACE:
+            return self.lex_space
+        if c == ":":
+            if not t.startswith("=", self.pos):
+                self.error("expected ':='")
+            self.pos += 1
+            self.emit("declare")
+        elif c in "=|()":
+            self.emit({"=": "assign", "|": "pipe", "(": "lparen", ")": "rparen"}[c])
+            if c == "(":
+                self.parens.append(p)
+            elif c == ")":
+                if not self.parens:
+                    self.error("unexpected ')'", p)
+                self.parens.pop()
+        elif c in "\"`'":
+            return self.lex_quote
+        elif c == "$":
+            return self.lex_variable
+        elif c == "." and not "0" <= t[p + 1:p + 2] <= "9":
+            return self.lex_field
+        elif c in "+-.0123456789":
+            return self.lex_number
+        elif c.isalpha() or c == "_" or c.isdecimal():
+            return self.lex_identifier
+        elif c < "\x7f" and c.isprintable():
+            self.emit("chr")
+        else:
+            self.error(f"unexpected character {c!r} in action", p)
+        return self.lex_inside
+
+    def lex_space(self):
+        self.pos -= 1
+        first = self.pos
+        self.skip_space()
+        # ' -' before the right delimiter is a trim marker: leave its space to it.
+        if self.text.startswith("-", self.pos) and self.text.startswith(self.right, self.pos + 1):
+            self.pos -= 1
+            if self.pos == first:
+                return self.lex_right_delim
+        self.emit("space")
+        return self.lex_inside
+
+    def lex_right_delim(self):
+        trim = not self.text.startswith(self.right, self.pos)
+        self.start = self.pos = self.pos + (2 if trim else 0)
+        self.pos += len(self.right)
+        self.emit("rdelim")
+        if trim:
+            self.skip_space()
+            self.start = self.pos
+        return self.lex_text
+
+    def lex_quote(self):
+        t, quote = self.text, self.text[self.start]
+        name = {'"': "string", "`": "raw", "'": "char"}[quote]
+        if quote == "`":
+            end = t.find("`", self.pos)
+            if end < 0:
+                self.error("unterminated raw string (missing '`')")
+            self.pos = end + 1
+        else:
+            while True:
+                c = t[self.pos:self.pos + 1]
+                escaped = c == "\\"
+                self.pos += 1 + escaped
+                if escaped:
+                    c = t[self.pos - 1:self.pos]
+                if c in ("", "\n"):
+                    what = "string" if quote == '"' else "character constant"
+                    self.error(f"unterminated {what} (missing {quote})")
+                if c == quote and not escaped:
+                    break
+        self.emit(name)
+        return self.lex_inside
+
+    def lex_variable(self):
+        return self.lex_word("var")
+
+    def lex_field(self):
+        if not self.at_terminator():
+            return self.lex_word("field")
+        self.emit("dot")
+        return self.lex_inside
+
+    def lex_identifier(self):
+        return self.lex_word("ident")
+
+    def lex_word(self, typ):
+        """A name after '$' or '.', or an identifier (a keyword, true/false, a function)."""
+        self.pos = _TPL_WORD.match(self.text, self.pos).end()
+        if not self.at_terminator():
+            self.error(f"unexpected character {self.text[self.pos]!r} after "
+                       f"'{self.text[self.start:self.pos]}'", self.pos)
+        word = self.text[self.start:self.pos]
+        if typ == "ident" and word in _TPL_KEYWORDS:
+            typ = word
+        elif typ == "ident" and word in ("true", "false"):
+            typ = "bool"
+        self.emit(typ)
+        return self.lex_inside
+
+    def lex_number(self):
+        """Go's scanNumber: sign, base prefix, digits, fraction, exponent."""
+        t, p = self.text, self.start
+        digits = "0123456789_"
+        p += t[p] in "+-"
+        if t.startswith("0", p):
+            p += 1
+            base = t[p:p + 1].lower()
+            if base and base in "xob":
+                p += 1
+                digits = {"x": "0123456789abcdefABCDEF_", "o": "01234567_", "b": "01_"}[base]
+        p = self._run(p, digits)
+        if t.startswith(".", p):
+            p = self._run(p + 1, digits)
+        exp = "eE" if len(digits) == 11 else "pP" if len(digits) == 23 else ""
+        if exp and t[p:p + 1] and t[p] in exp:
+            p += 1 + (t[p + 1:p + 2] in ("+", "-"))
+            p = self._run(p, "0123456789_")
+        self.pos = p
+        if t[p:p + 1].isalnum() or t.startswith("_", p):
+            self.error(f"bad number syntax: '{t[self.start:p + 1]}'")
+        self.emit("number")
+        return self.lex_inside
+
+    def _run(self, p, chars):
+        t = self.text
+        while p < len(t) and t[p] in chars:
+            p += 1
+        return p
+
+
+_TPL_ESCAPE = re.compile(
+    r"\\(?:x([0-9a-fA-F]{2})|([0-7]{3})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(.))", re.S)
+_TPL_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
+                "v": "\v", "\\": "\\"}
+
+
+def _tpl_unquote(src):
+    """The text of a Go string, raw string or character literal (quotes included).
+
+    \\x and octal escapes are bytes, as in Go: bytes >= 0x80 are decoded as
+    UTF-8 together with their neighbours. Raises ValueError with a reason.
+    """
+    quote = src[0]
+    if quote == "`":
+        return src[1:-1].replace("\r", "")      # Go drops CRs from raw strings
+    parts, i, has_bytes = [], 1, False
+    for m in _TPL_ESCAPE.finditer(src, 1, len(src) - 1):
+        parts.append(src[i:m.start()])
+        i = m.end()
+        hexa, octal, u4, u8, char = m.groups()
+        if hexa or octal:
+            b = int(hexa, 16) if hexa else int(octal, 8)
+            if b > 255:
+                raise ValueError(f"octal escape '{m.group()}' is above \\377")
+            has_bytes |= b >= 0x80
+            parts.append(chr(b if b < 0x80 else 0xDC00 + b))   # a surrogate escape
+        elif u4 or u8:
+            c = int(u4 or u8, 16)
+            if 0xD800 <= c < 0xE000 or c > 0x10FFFF:
+                raise ValueError(f"escape '{m.group()}' is not a valid character")
+            parts.append(chr(c))
+        elif char in _TPL_ESCAPES or char == quote:
+            parts.append(_TPL_ESCAPES.get(char, char))
+        else:
+            raise ValueError(f"unknown escape '\\{char}' (write '\\\\' for a backslash)")
+    parts.append(src[i:-1])
+    text = "".join(parts)
+    if has_bytes and quote == '"':
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
+
+
+def _tpl_number(src):
+    """The value of a Go number or character literal.
+
+    As in Go's exec, a literal with a fraction or exponent is a float and any
+    other is an int ('a' is 97, 017 is octal). Raises ValueError.
+    """
+    if src[0] == "'":
+        char = _tpl_unquote(src)
+        if len(char) != 1:
+            raise ValueError(f"a character constant holds one character: {src}")
+        code = ord(char)
+        return code - 0xDC00 if 0xDC80 <= code <= 0xDCFF else code
+    body = src.lstrip("+-").lower()
+    if body.startswith("0x"):
+        return float.fromhex(src.replace("_", "")) if "p" in body else int(src, 0)
+    if "." in body or "e" in body:
+        return float(src)
+    if len(body) > 1 and body[0] == "0" and body[1] not in "ob":
+        return int(src[:len(src) - len(body)] + "0o" + body[1:], 0)
+    return int(src, 0)
+
+
+# -- templates: nodes
+
+class _TplNode:
+    """A parse tree node; pos is its offset in the template text."""
+
+    __slots__ = ("pos",)
+
+    def __init__(self, pos, *values):
+        self.pos = pos
+        for name, value in zip(self.__slots__, values):
+            setattr(self, name, value)
+
+
+class _TextNode(_TplNode):
+    __slots__ = ("text",)
+
+
+class _ActionNode(_TplNode):
+    """<< pipeline >>: prints the value unless the pipeline declares variables."""
+    __slots__ = ("pipe",)
+
+
+class _IfNode(_TplNode):
+    """if or with (kind): a condition, a body and an optional else body."""
+    __slots__ = ("kind", "pipe", "body", "else_body")
+
+
+class _RangeNode(_TplNode):
+    __slots__ = ("pipe", "body", "else_body")
+
+
+class _LoopControlNode(_TplNode):
+    __slots__ = ("word",)                        # break or continue
+
+
+class _PipeNode(_TplNode):
+    """Commands joined by '|'; decls are the variables it declares or assigns."""
+    __slots__ = ("decls", "cmds")
+
+
+class _CommandNode(_TplNode):
+    __slots__ = ("args",)
+
+
+class _FieldNode(_TplNode):
+    __slots__ = ("names",)                       # .a.b -> ("a", "b")
+
+
+class _VariableNode(_TplNode):
+    """$x.a.b; slot is the variable's index in the render-time variable list.
+    As a declaration, names is () or, for '$x = ...' with no $x declared, None."""
+    __slots__ = ("name", "slot", "names")
+
+
+class _ChainNode(_TplNode):
+    __slots__ = ("node", "names")                # (pipeline).a.b
+
+
+class _IdentifierNode(_TplNode):
+    __slots__ = ("name",)                        # a function name
+
+
+class _DotNode(_TplNode):
+    __slots__ = ()
+
+
+class _LiteralNode(_TplNode):
+    """A string, number, bool or nil constant; src is its text."""
+    __slots__ = ("value", "src")
+
+
+def _tpl_src(node):
+    """How an operand reads in a message."""
+    if isinstance(node, _FieldNode):
+        return "." + ".".join(node.names)
+    if isinstance(node, _VariableNode):
+        return ".".join((node.name,) + node.names)
+    if isinstance(node, _LiteralNode):
+        return node.src
+    return "." if isinstance(node, _DotNode) else "(...)"
+
+
+# -- templates: parser
+
+_TPL_TERMS = frozenset(("bool", "char", "dot", "field", "ident", "number", "nil", "raw",
+                        "string", "var", "lparen"))
+
+
+class _TplParser:
+    """Go's parser: small recursive functions from tokens to a list of nodes.
+
+    It also does Go's parse-time checks (unknown functions, undefined
+    variables, break outside range) and gives each variable declaration its
+    own slot in the list of variables a render uses.
+    """
+
+    def __init__(self, text, left, right):
+        self.text, self.left, self.right = text, left, right
+        self.tokens = _TplLexer(text, left, right).run()
+        self.i = 0
+        self.vars = [("$", 0)]          # visible variables, innermost last
+        self.slots = 1
+        self.pending = ()               # names being declared by the current pipeline
+        self.range_depth = 0
+
+    def next(self):
+        tok = self.tokens[min(self.i, len(self.tokens) - 1)]
+        self.i += 1
+        return tok
+
+    def peek(self):
+        return self.tokens[min(self.i, len(self.tokens) - 1)]
+
+    def next_nonspace(self):
+        tok = self.next()
+        while tok[0] == "space":
+            tok = self.next()
+        return tok
+
+    def peek_nonspace(self):
+        tok = self.next_nonspace()
+        self.i -= 1
+        return tok
+
+    def error(self, pos, reason):
+        raise TemplateSyntaxError(*_tpl_where(self.text, pos), reason)
+
+    def unexpected(self, tok, context):
+        what = {"eof": "end of template", "rdelim": f"'{self.right}'",
+                "ldelim": f"'{self.left}'", "text": "text"}.get(tok[0], f"'{tok[1]}'")
+        self.error(tok[2], f"unexpected {what} in {context}")
+
+    def tag(self, word):
+        return f"'{self.left}{word}{self.right}'"
+
+    def parse(self):
+        nodes = []
+        while self.peek()[0] != "eof":
+            node = self.text_or_action()
+            if isinstance(node, tuple):
+                self.error(node[1], f"unexpected {self.tag(node[0])}")
+            nodes.append(node)
+        return nodes
+
+    def item_list(self, control):
+        """Nodes up to an else or end, returned as ('else'|'end', pos, chained keyword)."""
+        nodes = []
+        while self.peek()[0] != "eof":
+            node = self.text_or_action()
+            if isinstance(node, tuple):
+                return nodes, node
+            nodes.append(node)
+        self.error(control[2], f"'{control[0]}' has no matching {self.tag('end')}")
+
+    def text_or_action(self):
+        tok = self.next()
+        if tok[0] == "text":
+            return _TextNode(tok[2], tok[1])
+        return self.action()            # the lexer emits only text, actions and eof here
+
+    def action(self):
+        tok = self.next_nonspace()
+        typ, pos = tok[0], tok[2]
+        if typ in ("if", "with", "range"):
+            return self.control(tok)
+        if typ == "else":
+            chained = self.peek_nonspace()
+            if chained[0] in ("if", "with"):
+                return ("else", pos, self.next_nonspace())
+            self.expect_end_of_action("else")
+            return ("else", pos, None)
+        if typ == "end":
+            self.expect_end_of_action("end")
+            return ("end", pos, None)
+        if typ in ("break", "continue"):
+            self.expect_end_of_action(typ)
+            if not self.range_depth:
+                self.error(pos, f"{self.tag(typ)} is only allowed inside range")
+            return _LoopControlNode(pos, typ)
+        if typ in ("define", "template", "block"):
+            self.error(pos, f"'{typ}' is not supported: gxo templates have no named templates")
+        self.i -= 1
+        return _ActionNode(pos, self.pipeline("action", "rdelim"))
+
+    def expect_end_of_action(self, word):
+        tok = self.next_nonspace()
+        if tok[0] != "rdelim":
+            self.unexpected(tok, self.tag(word))
+
+    def control(self, tok):
+        """if, with or range up to its end; 'else if' and 'else with' chain."""
+        kind = tok[0]
+        mark = len(self.vars)
+        pipe = self.pipeline(kind, "rdelim")
+        self.range_depth += kind == "range"
+        body, stop = self.item_list(tok)
+        self.range_depth -= kind == "range"
+        else_body = None
+        if stop[0] == "else":
+            chained = stop[2]
+            if chained is not None:
+                if chained[0] != kind:
+                    self.error(chained[2], f"'else {chained[0]}' needs an '{chained[0]}' "
+                                           f"before it, not '{kind}'")
+                else_body = [self.control(chained)]   # it consumes the shared end
+            else:
+                else_body, stop = self.item_list(tok)
+                if stop[0] != "end":
+                    self.error(stop[1], f"unexpected second {self.tag('else')} in '{kind}'")
+        del self.vars[mark:]
+        if kind == "range":
+            return _RangeNode(tok[2], pipe, body, else_body)
+        return _IfNode(tok[2], kind, pipe, body, else_body)
+
+    def pipeline(self, context, end):
+        pos = self.peek_nonspace()[2]
+        decls, assign = [], False
+        while True:                     # declarations: $x :=, $x =, range $i, $e :=
+            save = self.i
+            var = self.next_nonspace()
+            after = self.next_nonspace() if var[0] == "var" else None
+            if after and after[0] in ("assign", "declare"):
+                decls.append(var)
+                assign = after[0] == "assign"
+            elif after and after[1] == "," and after[0] == "chr":
+                decls.append(var)
+                if context != "range" or len(decls) > 1:
+                    self.error(after[2], f"too many variables declared in '{context}'")
+                if self.peek_nonspace()[0] != "var":
+                    self.error(after[2], "range can only declare variables")
+                continue
+            else:
+                self.i = save
+            break
+        outer, self.pending = self.pending, {d[1] for d in decls}
+        cmds = []
+        while True:
+            tok = self.next_nonspace()
+            if tok[0] == end:
+                break
+            if tok[0] not in _TPL_TERMS:
+                self.unexpected(tok, "parentheses" if end == "rparen" else context)
+            self.i -= 1
+            cmds.append(self.command())
+        self.pending = outer
+        if not cmds:
+            what = {"action": "empty action", "parentheses": "empty parentheses"}
+            self.error(pos, what.get(context, f"missing value after '{context}'"))
+        for cmd in cmds[1:]:
+            first = cmd.args[0]
+            if isinstance(first, (_LiteralNode, _DotNode)):
+                self.error(first.pos, f"can't pipe into '{_tpl_src(first)}': only a "
+                                      "function call or field can follow '|'")
+        return _PipeNode(pos, [self.declare(d, assign) for d in decls], cmds)
+
+    def declare(self, tok, assign):
+        if assign:
+            slot = self.lookup(tok[1])
+            if slot is not None:
+                return _VariableNode(tok[2], tok[1], slot, ())
+        self.vars.append((tok[1], self.slots))
+        self.slots += 1
+        # Go parses '$x = 1' for an undeclared $x and fails when it runs.
+        return _VariableNode(tok[2], tok[1], self.slots - 1, None if assign else ())
+
+    def lookup(self, name):
+        for var, slot in reversed(self.vars):
+            if var == name:
+                return slot
+        return None
+
+    def command(self):
+        pos = self.peek_nonspace()[2]
+        args = []
+        while True:
+            self.peek_nonspace()
+            node = self.operand()
+            if node is not None:
+                args.append(node)
+            tok = self.next()
+            if tok[0] == "space":
+                continue
+            if tok[0] in ("rdelim", "rparen"):
+                self.i -= 1
+            elif tok[0] != "pipe":
+                self.unexpected(tok, "operand")
+            return _CommandNode(pos, args)
+
+    def operand(self):
+        """A term and the fields chained onto it: .a.b, $x.a, (pipeline).a."""
+        node = self.term()
+        if node is None or self.peek()[0] != "field":
+            return node
+        names = []
+        while self.peek()[0] == "field":
+            names.append(self.next()[1][1:])
+        if isinstance(node, (_FieldNode, _VariableNode)):
+            node.names += tuple(names)
+        elif isinstance(node, (_LiteralNode, _DotNode)):
+            self.error(node.pos, f"unexpected '.{names[0]}' after '{_tpl_src(node)}'")
+        else:
+            node = _ChainNode(node.pos, node, tuple(names))
+        return node
+
+    def term(self):
+        typ, src, pos = tok = self.next_nonspace()
+        if typ == "ident":
+            if src not in _TPL_FUNCS:
+                self.error(pos, f"unknown function '{src}'{_suggest(src, _TPL_FUNCS)}")
+            return _IdentifierNode(pos, src)
+        if typ == "dot":
+            return _DotNode(pos)
+        if typ == "field":
+            return _FieldNode(pos, (src[1:],))
+        if typ == "var":
+            return self.use_var(tok)
+        if typ == "lparen":
+            return self.pipeline("parentheses", "rparen")
+        try:
+            if typ in ("string", "raw"):
+                return _LiteralNode(pos, _tpl_unquote(src), src)
+            if typ in ("number", "char"):
+                return _LiteralNode(pos, _tpl_number(src), src)
+        except ValueError as e:
+            reason = str(e) if typ in ("string", "raw", "char") else f"bad number syntax: '{src}'"
+            self.error(pos, reason)
+        if typ in ("bool", "nil"):
+            return _LiteralNode(pos, {"true": True, "false": False}.get(src), src)
+        self.i -= 1
+        return None
+
+    def use_var(self, tok):
+        name = tok[1]
+        slot = self.lookup(name)
+        if slot is None:
+            if name not in self.pending:
+                visible = {v for v, _ in self.vars if v != "$"}
+                self.error(tok[2], f"undefined variable '{name}'{_suggest(name, visible)}")
+            # '$x := $x' with no earlier $x: Go accepts it and fails when it runs.
+            slot = self.slots
+            self.slots += 1
+        return _VariableNode(tok[2], name, slot, ())
+
+
+# -- templates: values and functions
+
+class _TplFuncError(Exception):
+    """A function rejected its arguments; the caller adds the position."""
+
+
+def _tpl_kind(v):
+    """A value's type as a message says it: 'a string', 'an int', 'a list', ..."""
+    if v is None:
+        return "nil"
+    for types, name in ((bool, "a bool"), (int, "an int"), (float, "a float"),
+                        (str, "a string"), (Mapping, "a map"), ((list, tuple), "a list")):
+        if isinstance(v, types):
+            return name
+    return f"a {type(v).__name__}"
+
+
+def _tpl_go_type(v):
+    """Go's name for a value's type, used in printf's notes like %!d(string=x)."""
+    for types, name in ((bool, "bool"), (int, "int"), (float, "float64"), (str, "string"),
+                        (Mapping, "map[string]interface {}"), ((list, tuple), "[]interface {}")):
+        if isinstance(v, types):
+            return name
+    return type(v).__name__
+
+
+def format_value(v):
+    """How a value prints: Go's %v, except that lists and maps print as
+    compact JSON and nil as the empty string."""
+    t = type(v)
+    if t is str:
+        return v
+    if t is int:
+        return int.__repr__(v)
+    if t is bool:
+        return "true" if v else "false"
+    if t is float:
+        return _go_float_str(v)
+    if v is None:
+        return ""
+    if isinstance(v, (Mapping, list, tuple)):
+        import json
+        try:
+            return json.dumps(v, separators=(",", ":"), ensure_ascii=False,
+                              default=lambda o: dict(o) if isinstance(o, Mapping) else str(o))
+        except (TypeError, ValueError):       # keys JSON can't hold, cycles
+            return str(v)
+    for base in (bool, int, float, str):      # subclasses print like their base
+        if isinstance(v, base):
+            return format_value(base(v))
+    return str(v)
+
+
+def _go_float_str(f):
+    """Go's %v for a float64: the shortest digits that read back as f, in
+    exponent form (at least two exponent digits) below 1e-4 and from 1e6 on."""
+    if f != f:
+        return "NaN"
+    if f in (math.inf, -math.inf):
+        return "+Inf" if f > 0 else "-Inf"
+    if f == 0 or 1e-4 <= abs(f) < 1e6:       # where repr() has no exponent either
+        r = repr(f)
+        return r[:-2] if r.endswith(".0") else r
+    mantissa, _, exp = repr(abs(f)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    exp = int(exp or 0) + len(whole) - (len(whole + frac) - len(digits)) - 1
+    digits = digits.rstrip("0")
+    return (f"{'-' if f < 0 else ''}{digits[0]}{'.' if len(digits) > 1 else ''}{digits[1:]}"
+            f"e{'-' if exp < 0 else '+'}{abs(exp):02d}")
+
+
+def _tpl_bytes(s):
+    """A string's UTF-8 bytes: Go's len, index and slice count bytes."""
+    return s.encode("utf-8", "surrogatepass")
+
+
+def _tpl_len(v):
+    if isinstance(v, str):
+        return len(v) if v.isascii() else len(_tpl_bytes(v))
+    if isinstance(v, (list, tuple, Mapping)):
+        return len(v)
+    raise _TplFuncError(f"can't take the length of {_tpl_kind(v)}")
+
+
+def _tpl_int_arg(i, what):
+    """An index or slice bound: an int, not a bool or anything else."""
+    if isinstance(i, int) and not isinstance(i, bool):
+        return i
+    raise _TplFuncError(f"can't {what} with {_tpl_kind(i)} (indexes are ints)")
+
+
+def _tpl_index(item, *keys):
+    """index x 1 2 is x[1][2]; a missing map key gives nil as in Go."""
+    for key in keys:
+        if isinstance(item, Mapping):
+            try:
+                item = item[key] if key in item else None
+            except TypeError:
+                raise _TplFuncError(f"can't use {_tpl_kind(key)} as a map key") from None
+        elif isinstance(item, (list, tuple, str)):
+            i = _tpl_int_arg(key, f"index {_tpl_kind(item)}")
+            seq = item if not isinstance(item, str) or item.isascii() else _tpl_bytes(item)
+            if not 0 <= i < len(seq):
+                raise _TplFuncError(f"index {i} out of range for {_tpl_kind(item)} "
+                                    f"of length {len(seq)}")
+            item = ord(seq[i]) if seq is item and isinstance(item, str) else seq[i]
+        else:
+            raise _TplFuncError(f"can't index {_tpl_kind(item)}")
+    return item
+
+
+def _tpl_slice(item, *bounds):
+    """slice x 1 3 is x[1:3]; with three bounds the third only caps the second."""
+    if not isinstance(item, (list, tuple, str)):
+        raise _TplFuncError(f"can't slice {_tpl_kind(item)}")
+    if len(bounds) > 3 or (len(bounds) == 3 and isinstance(item, str)):
+        raise _TplFuncError(f"too many bounds ({len(bounds)}) for slicing {_tpl_kind(item)}")
+    seq = item if not isinstance(item, str) or item.isascii() else _tpl_bytes(item)
+    idx = [0, len(seq), len(seq)]
+    for n, bound in enumerate(bounds):
+        idx[n] = _tpl_int_arg(bound, f"slice {_tpl_kind(item)}")
+        if not 0 <= idx[n] <= len(seq):
+            raise _TplFuncError(f"slice bound {idx[n]} out of range for "
+                                f"{_tpl_kind(item)} of length {len(seq)}")
+    for low, high in ((idx[0], idx[1]), (idx[1], idx[2])):
+        if low > high:
+            raise _TplFuncError(f"slice bounds out of order: {low} > {high}")
+    part = seq[idx[0]:idx[1]]
+    return part.decode("utf-8", "replace") if isinstance(part, bytes) else part
+
+
+def _tpl_basic(v):
+    """The type comparisons go by (bool, int, float or str), None for others."""
+    t = type(v)
+    if t is str or t is int or t is float or t is bool:
+        return t
+    for base in (bool, int, float, str):
+        if isinstance(v, base):
+            return base
+    return None
+
+
+def _tpl_eq(a, *others):
+    """eq a b c: a == b or a == c. Values of different types don't compare,
+    except that nil equals only nil (Go's rules)."""
+    if not others:
+        raise _TplFuncError("needs at least two values to compare")
+    ka = _tpl_basic(a)
+    if ka is None and a is not None:
+        raise _TplFuncError(f"can't compare {_tpl_kind(a)}")
+    for b in others:
+        kb = _tpl_basic(b)
+        if ka is not kb:
+            if a is not None and b is not None:
+                raise _TplFuncError(f"can't compare {_tpl_kind(a)} with {_tpl_kind(b)}")
+        elif a == b:
+            return True
+    return False
+
+
+def _tpl_lt(a, b):
+    ka, kb = _tpl_basic(a), _tpl_basic(b)
+    for k, v in ((ka, a), (kb, b)):
+        if k is None or k is bool:
+            raise _TplFuncError(f"can't order {_tpl_kind(v)}: "
+                                "only numbers and strings have an order")
+    if ka is not kb:
+        raise _TplFuncError(f"can't compare {_tpl_kind(a)} with {_tpl_kind(b)}")
+    return a < b
+
+
+def _tpl_str_arg(v, what):
+    """A string argument (printf's format, env's name), as Go's types demand."""
+    if isinstance(v, str):
+        return v
+    raise _TplFuncError(f"the {what} must be a string, not {_tpl_kind(v)}")
+
+
+def _tpl_print(*args):
+    """Go's Sprint: a space between operands when neither is a string."""
+    out = []
+    for i, a in enumerate(args):
+        if i and not isinstance(a, str) and not isinstance(args[i - 1], str):
+            out.append(" ")
+        out.append(format_value(a))
+    return "".join(out)
+
+
+# name -> (function, least and most argument counts). and/or are compiled
+# apart because they stop at the first deciding argument.
+_TPL_FUNCS = {
+    "and": (None, 1, None),
+    "or": (None, 1, None),
+    "not": (lambda v: not v, 1, 1),
+    "len": (_tpl_len, 1, 1),
+    "index": (_tpl_index, 1, None),
+    "slice": (_tpl_slice, 1, None),
+    "print": (_tpl_print, 0, None),
+    "printf": (lambda fmt, *args: _go_printf(fmt, args), 1, None),
+    "println": (lambda *args: " ".join(map(format_value, args)) + "\n", 0, None),
+    "eq": (_tpl_eq, 1, None),
+    "ne": (lambda a, b: not _tpl_eq(a, b), 2, 2),
+    "lt": (_tpl_lt, 2, 2),
+    "le": (lambda a, b: _tpl_lt(a, b) or _tpl_eq(a, b), 2, 2),
+    "gt": (lambda a, b: not (_tpl_lt(a, b) or _tpl_eq(a, b)), 2, 2),
+    "ge": (lambda a, b: not _tpl_lt(a, b), 2, 2),
+    "env": (lambda name: os.environ.get(_tpl_str_arg(name, "name"), ""), 1, 1),
+}
+
+
+# -- templates: printf
+
+_TPL_VERB = re.compile(r"%([-+# 0]*)(\*|\d+)?(\.(?:\*|\d*))?(.?)", re.S)
+_TPL_QUOTE_ESC = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                  "\t": "\\t", "\v": "\\v", "\\": "\\\\"}
+
+
+def _go_printf(fmt, args):
+    """Go's fmt.Sprintf, with its notes for mistakes: %!d(string=x) for a
+    verb that does not fit, %!s(MISSING), %!(EXTRA type=value)."""
+    _tpl_str_arg(fmt, "format")
+    out, n, i = [], 0, 0
+    for m in _TPL_VERB.finditer(fmt):
+        out.append(fmt[i:m.start()])
+        i = m.end()
+        flags, width, prec, verb = m.groups()
+        if verb == "%":
+            out.append("%")
+            continue
+        stars = []
+        for part in (width, prec and prec[1:]):
+            if part == "*":                  # width or precision from the arguments
+                arg = args[n] if n < len(args) else None
+                n += 1
+                stars.append(arg if type(arg) is int else "bad")
+            else:
+                stars.append(int(part) if part else None)
+        width, prec = stars[0], (stars[1] if prec else None)
+        if "bad" in (width, prec):
+            out.append("%!(BADWIDTH)" if width == "bad" else "%!(BADPREC)")
+            width = prec = None
+        if width is not None and width < 0:
+            flags, width = flags + "-", -width
+        if prec is not None and prec < 0:
+            prec = None
+        if not verb:
+            out.append("%!(NOVERB)")
+        elif n >= len(args):
+            out.append(f"%!{verb}(MISSING)")
+        else:
+            out.append(_go_format(args[n], verb, flags, width, prec))
+            n += 1
+    out.append(fmt[i:])
+    if n < len(args):
+        extra = ", ".join("<nil>" if a is None else f"{_tpl_go_type(a)}={_go_format(a, 'v')}"
+                          for a in args[n:])
+        out.append(f"%!(EXTRA {extra})")
+    return "".join(out)
+
+
+def _go_format(v, verb, flags="", width=None, prec=None):
+    """One value formatted by one printf verb."""
+    minus, plus, sharp, space = ("-" in flags, "+" in flags, "#" in flags, " " in flags)
+    zero = "0" in flags and not minus
+    sign, prefix = "", ""
+    if v is None and verb in "vs":
+        body = ""
+    elif isinstance(v, bool) and verb in "vt":
+        body = "true" if v else "false"
+    elif isinstance(v, int) and not isinstance(v, bool) and verb in "vdboOxXcqU":
+        if verb in "cqU":
+            char = chr(v) if 0 <= v <= 0x10FFFF and not 0xD800 <= v < 0xE000 else "\ufffd"
+            body = (char if verb == "c" else _go_quote(char, "'", plus) if verb == "q"
+                    else f"U+{v:04X}" + (f" '{char}'" if sharp else ""))
+        else:
+            sign = "-" if v < 0 else "+" if plus else " " if space else ""
+            body = format(abs(v), {"v": "d", "O": "o"}.get(verb, verb))
+            if prec is not None:
+                zero, body = False, body.zfill(prec) if prec or v else ""
+            prefix = ("0o" if verb == "O" else "0" if verb == "o" and sharp and body[:1] != "0"
+                      else "0" + verb if verb in "xXb" and sharp else "")
+    elif isinstance(v, float) and verb in "vgGeEfF":
+        sign = "-" if math.copysign(1, v) < 0 else "+" if plus else " " if space else ""
+        a = abs(v)
+        if a != a or a == math.inf:
+            zero, body = False, "NaN" if a != a else "Inf"
+            sign = "" if a != a and not plus else sign or "+"
+        elif verb in "vgG" and prec is None:
+            body = _go_float_str(a)
+        else:
+            spec = verb.lower() if verb in "vgG" else "f" if verb == "F" else verb
+            body = format(a, f".{6 if prec is None else prec}{spec}")
+        if verb in "GE":
+            body = body.upper()
+    elif isinstance(v, str) and verb in "vsqxX":
+        if prec is not None and verb in "vsq":
+            v = v[:prec]
+        body = (_go_quote(v, '"', plus) if verb == "q" else
+                _tpl_bytes(v).hex() if verb in "xX" else v)
+        if verb == "X":
+            body = body.upper()
+    elif isinstance(v, (list, tuple, Mapping)) and verb in "vs":
+        body = format_value(v)
+    else:
+        shown = "<nil>" if v is None else f"{_tpl_go_type(v)}={_go_format(v, 'v')}"
+        return f"%!{verb}({shown})"
+    pad = (width or 0) - len(sign) - len(prefix) - len(body)
+    if pad <= 0:
+        return sign + prefix + body
+    if minus:
+        return sign + prefix + body + " " * pad
+    if zero:
+        return sign + prefix + "0" * pad + body
+    return " " * pad + sign + prefix + body
+
+
+def _go_quote(s, quote, ascii_only=False):
+    """Go's strconv.Quote (or QuoteRune with quote "'")."""
+    out = [quote]
+    for c in s:
+        if c == quote:
+            out.append("\\" + c)
+        elif c in _TPL_QUOTE_ESC:
+            out.append(_TPL_QUOTE_ESC[c])
+        elif c.isprintable() and (c < "\x7f" or not ascii_only):
+            out.append(c)
+        else:
+            code = ord(c)
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+                       if code < 0x10000 else f"\\U{code:08x}")
+    out.append(quote)
+    return "".join(out)
+
+
+# -- templates: compiler
+
+_TPL_UNSET = object()                   # a variable slot not yet set in this render
+
+
+class _TplBreak(Exception):
+    """<<break>> unwinding to its range."""
+
+
+class _TplContinue(Exception):
+    """<<continue>> unwinding to its range."""
+
+
+def _tpl_field(v, name, where):
+    """v.name: v[name] for a map, else the render error Go gives."""
+    if isinstance(v, Mapping):
+        try:
+            return v[name]
+        except KeyError:
+            reason = f"map has no key '{name}'{_suggest(name, v)}"
+            raise TemplateRenderError(*where, reason) from None
+    raise TemplateRenderError(*where, f"can't evaluate field '{name}' in {_tpl_kind(v)}")
+
+
+def _tpl_sorted_keys(m):
+    """A map's keys in Go's range order: sorted, mixed types grouped by type."""
+    try:
+        return sorted(m)
+    except TypeError:
+        return sorted(m, key=lambda k: (type(k).__name__, str(k)))
+
+
+def _tpl_has_loop_control(nodes):
+    """Whether break or continue occur in nodes outside nested ranges."""
+    for n in nodes or ():
+        if isinstance(n, _LoopControlNode) or isinstance(n, _IfNode) and (
+                _tpl_has_loop_control(n.body) or _tpl_has_loop_control(n.else_body)):
+            return True
+    return False
+
+
+class _TplCompiler:
+    """Turns parse nodes into closures, once per template.
+
+    An expression becomes f(dot, vs) -> value, where vs is the render's list
+    of variable slots (vs[0] is $); a command fed by '|' takes the piped value
+    as a third argument; a statement becomes f(dot, vs, out), appending text
+    to the list out. Mistakes Go finds only while running (argument counts,
+    nil arguments) become closures that raise when they run.
+    """
+
+    def __init__(self, text):
+        from bisect import bisect_right
+        self.bisect = bisect_right
+        self.line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def where(self, pos):
+        """(line, col) of an offset, without rescanning the text for each node."""
+        line = self.bisect(self.line_starts, pos)
+        return line, pos - self.line_starts[line - 1] + 1
+
+    def fail(self, pos, reason):
+        err = (*self.where(pos), reason)
+
+        def fail(*_):
+            raise TemplateRenderError(*err)
+        return fail
+
+    # statements
+
+    def block(self, nodes):
+        # Text stays a str, appended without a call: most of a template is text.
+        if len(nodes or ()) == 1:
+            return self.stmt(nodes[0])
+        fs = tuple(n.text if isinstance(n, _TextNode) else self.stmt(n) for n in nodes or ())
+
+        def block(dot, vs, out):
+            for f in fs:
+                if f.__class__ is str:
+                    out.append(f)
+                else:
+                    f(dot, vs, out)
+        return block
+
+    def stmt(self, node):
+        if isinstance(node, _TextNode):
+            text = node.text
+            return lambda dot, vs, out: out.append(text)
+        if isinstance(node, _ActionNode):
+            pipe = self.pipe(node.pipe)
+            if node.pipe.decls:
+                return lambda dot, vs, out: pipe(dot, vs)
+            arg = node.pipe.cmds[0].args[0]
+            if len(node.pipe.cmds[0].args) == len(node.pipe.cmds) == 1 \
+                    and isinstance(arg, _FieldNode) and len(arg.names) == 1:
+                return self.field_action(arg.names[0], self.where(arg.pos))
+
+            def action(dot, vs, out):
+                v = pipe(dot, vs)
+                out.append(v if type(v) is str else format_value(v))
+            return action
+        if isinstance(node, _IfNode):
+            return self.if_or_with(node)
+        if isinstance(node, _RangeNode):
+            return self.range(node)
+        signal = _TplBreak if node.word == "break" else _TplContinue
+
+        def loop_control(dot, vs, out):
+            raise signal
+        return loop_control
+
+    def field_action(self, name, where):
+        """<< .name >>, the most common action, in one call (the same as fields())."""
+        def field_action(dot, vs, out):
+            if type(dot) is dict:
+                try:
+                    v = dot[name]
+                except KeyError:
+                    v = _tpl_field(dot, name, where)
+            else:
+                v = _tpl_field(dot, name, where)
+            out.append(v if type(v) is str else format_value(v))
+        return field_action
+
+    def if_or_with(self, node):
+        cond, body = self.pipe(node.pipe), self.block(node.body)
+        other = self.block(node.else_body) if node.else_body else None
+        if node.kind == "with":
+            def with_(dot, vs, out):
+                v = cond(dot, vs)
+                if v:
+                    body(v, vs, out)
+                elif other:
+                    other(dot, vs, out)
+            return with_
+
+        def if_(dot, vs, out):
+            if cond(dot, vs):
+                body(dot, vs, out)
+            elif other:
+                other(dot, vs, out)
+        return if_
+
+    def range(self, node):
+        items, body = self.pipe(node.pipe, declare=False), self.block(node.body)
+        other = self.block(node.else_body) if node.else_body else None
+        slots = [d.slot for d in node.pipe.decls]
+        key_slot = slots[0] if len(slots) == 2 else None
+        elem_slot = slots[-1] if slots else None
+        plain = not slots and not _tpl_has_loop_control(node.body)
+        where = self.where(node.pipe.pos)
+
+        def range_(dot, vs, out):
+            v = items(dot, vs)
+            if type(v) is list or type(v) is tuple:
+                pairs = None
+            elif isinstance(v, Mapping):
+                pairs = [(k, v[k]) for k in _tpl_sorted_keys(v)]
+            elif isinstance(v, (list, tuple)) or v is None:
+                pairs, v = None, v or ()
+            else:
+                raise TemplateRenderError(*where, f"can't range over {_tpl_kind(v)} "
+                                                  f"({format_value(v)[:40]})")
+            if not v:
+                if other:
+                    other(dot, vs, out)
+            elif plain and pairs is None:
+                for e in v:
+                    body(e, vs, out)
+            else:
+                for k, e in pairs or enumerate(v):
+                    if elem_slot is not None:
+                        vs[elem_slot] = e
+                    if key_slot is not None:
+                        vs[key_slot] = k
+                    try:
+                        body(e, vs, out)
+                    except _TplContinue:
+                        pass
+                    except _TplBreak:
+                        break
+        return range_
+
+    # expressions
+
+    def pipe(self, node, declare=True):
+        cmds = [self.command(c, piped=i > 0) for i, c in enumerate(node.cmds)]
+        first, rest = cmds[0], tuple(cmds[1:])
+        run = first
+        if rest:
+            def run(dot, vs):
+                v = first(dot, vs)
+                for cmd in rest:
+                    v = cmd(dot, vs, v)
+                return v
+        if not (declare and node.decls):
+            return run
+        var = node.decls[0]
+        if var.names is None:           # '$x = ...' without a '$x := ...' before
+            fail = self.fail(var.pos, f"variable '{var.name}' is assigned before it is "
+                                      f"declared (declare it with '{var.name} := ...')")
+            return lambda dot, vs: fail(run(dot, vs))
+        slot = var.slot
+
+        def declare(dot, vs):
+            v = vs[slot] = run(dot, vs)
+            return v
+        return declare
+
+    def command(self, cmd, piped):
+        first, args = cmd.args[0], cmd.args[1:]
+        if isinstance(first, _IdentifierNode):
+            return self.call(first, args, piped)
+        if args or piped:
+            return self.fail(first.pos, f"'{_tpl_src(first)}' is not a function, so it "
+                                        "can't take arguments")
+        if isinstance(first, _LiteralNode) and first.src == "nil":
+            return self.fail(first.pos, "nil is not a command")
+        return self.arg(first)
+
+    def arg(self, node):
+        """An operand's value."""
+        if isinstance(node, _FieldNode):
+            return self.fields(None, node.names, node.pos)
+        if isinstance(node, _VariableNode):
+            return self.fields(self.variable(node), node.names, node.pos)
+        if isinstance(node, _ChainNode):
+            if isinstance(node.node, _LiteralNode):      # (nil).a
+                return self.fail(node.pos, f"can't evaluate a field of '{node.node.src}'")
+            return self.fields(self.arg(node.node), node.names, node.pos)
+        if isinstance(node, _PipeNode):
+            return self.pipe(node)
+        if isinstance(node, _IdentifierNode):
+            return self.call(node, (), False)
+        if isinstance(node, _DotNode):
+            return lambda dot, vs: dot
+        if node.src == "nil":
+            return self.fail(node.pos, "nil can only be printed (by print, printf or println)")
+        value = node.value
+        return lambda dot, vs: value
+
+    def variable(self, node):
+        slot, err = node.slot, (*self.where(node.pos), f"variable '{node.name}' is not set here")
+
+        def variable(dot, vs):
+            v = vs[slot]
+            if v is _TPL_UNSET:
+                raise TemplateRenderError(*err)
+            return v
+        return variable
+
+    def fields(self, base, names, pos):
+        """base's value (dot's if base is None) followed by the field lookups names."""
+        if not names:
+            return base
+        where = self.where(pos)
+        if base is None and len(names) == 1:
+            name = names[0]
+
+            def field(dot, vs):
+                if type(dot) is dict:
+                    try:
+                        return dot[name]
+                    except KeyError:
+                        pass
+                return _tpl_field(dot, name, where)
+            return field
+
+        def chain(dot, vs):
+            v = dot if base is None else base(dot, vs)
+            for name in names:
+                if type(v) is dict and name in v:
+                    v = v[name]
+                else:
+                    v = _tpl_field(v, name, where)
+            return v
+        return chain
+
+    def call(self, ident, args, piped):
+        name = ident.name
+        fn, least, most = _TPL_FUNCS[name]
+        count = len(args) + piped
+        if count < least or most is not None and count > most:
+            want = f"at least {least}" if most is None else least
+            return self.fail(ident.pos, f"wrong number of arguments for '{name}': "
+                                        f"want {want}, got {count}")
+        vals = []
+        for i, a in enumerate(args):
+            string_param = i == 0 and name in ("printf", "env")
+            if isinstance(a, _LiteralNode) and (
+                    a.src == "nil" or string_param and not isinstance(a.value, str)):
+                if a.src == "nil" and name in ("print", "printf", "println") and not string_param:
+                    vals.append(lambda dot, vs: None)
+                    continue
+                what = "its first argument" if string_param else "an argument"
+                return self.fail(a.pos, f"'{name}' can't take {a.src} as {what}")
+            vals.append(self.arg(a))
+        vals = tuple(vals)
+        where = self.where(ident.pos)
+        if fn is None:                  # and, or: the first deciding value, else the last
+            stop = name == "or"
+
+            def and_or(dot, vs, *piped):
+                v = None
+                for f in vals:
+                    v = f(dot, vs)
+                    if bool(v) is stop:
+                        return v
+                return piped[0] if piped else v
+            return and_or
+
+        def call(dot, vs, *piped):
+            a = [f(dot, vs) for f in vals]
+            try:
+                return fn(*a, *piped)
+            except Exception as e:
+                reason = str(e) if isinstance(e, _TplFuncError) else f"{type(e).__name__}: {e}"
+                raise TemplateRenderError(*where, f"{name}: {reason}") from None
+        return call
+
+
+# -- templates: API
+
+def _tpl_root_paths(nodes):
+    """The field paths a template reads from the data root (see template_variables).
+
+    Walks the tree tracking what dot and each variable slot stand for: a path
+    from the root, or None once they are rebound to something else (a range
+    element, a function's result).
+    """
+    found, slots = set(), {0: ()}
+
+    def value(node, dot):
+        if isinstance(node, _PipeNode):
+            return pipe(node, dot)
+        if isinstance(node, _DotNode):
+            return dot
+        base = (dot if isinstance(node, _FieldNode) else
+                slots.get(node.slot) if isinstance(node, _VariableNode) else
+                value(node.node, dot) if isinstance(node, _ChainNode) else None)
+        if base is None:                # a literal, a function's result, a range element
+            return None
+        path = base + node.names
+        if node.names:
+            found.add(path)
+        return path
+
+    def command(cmd, dot):
+        first, args = cmd.args[0], cmd.args[1:]
+        vals = [value(a, dot) for a in args]
+        if not isinstance(first, _IdentifierNode):
+            return value(first, dot)
+        if first.name == "index" and vals and vals[0] is not None and len(args) > 1 and all(
+                isinstance(a, _LiteralNode) and isinstance(a.value, str) for a in args[1:]):
+            path = vals[0] + tuple(a.value for a in args[1:])
+            found.add(path)
+            return path
+        return None
+
+    def pipe(node, dot):
+        v = None
+        for cmd in node.cmds:
+            v = command(cmd, dot)
+        for var in node.decls:
+            slots[var.slot] = v
+        return v
+
+    def walk(nodes, dot):
+        for n in nodes or ():
+            if isinstance(n, _ActionNode):
+                pipe(n.pipe, dot)
+            elif isinstance(n, _IfNode):
+                v = pipe(n.pipe, dot)
+                walk(n.body, v if n.kind == "with" else dot)
+                walk(n.else_body, dot)
+            elif isinstance(n, _RangeNode):
+                pipe(n.pipe, dot)
+                slots.update((var.slot, None) for var in n.pipe.decls)
+                walk(n.body, None)
+                walk(n.else_body, dot)
+
+    walk(nodes, ())
+    return frozenset(".".join(p) for p in found if p)
+
+
+def _tpl_unexpected(e):
+    """A render error for an exception the functions did not expect (deep
+    recursion, odd data), so that only template errors leave render()."""
+    if isinstance(e, RecursionError):
+        return TemplateRenderError(1, 1, "data or template nested too deeply")
+    return TemplateRenderError(1, 1, f"{type(e).__name__}: {e}")
+
+
+class _TplTemplate:
+    """A parsed template: render(data) -> str, resolve(data) -> value, and
+    variables, the root paths it reads."""
+
+    __slots__ = ("text", "variables", "_run", "_value", "_unset")
+
+    def __init__(self, text, left, right):
+        parser = _TplParser(text, left, right)
+        nodes = parser.parse()
+        compiler = _TplCompiler(text)
+        self.text = text
+        self.variables = _tpl_root_paths(nodes)
+        self._run = compiler.block(nodes)
+        self._unset = [_TPL_UNSET] * (parser.slots - 1)
+        # A template that is one action (blanks around it aside) resolves to the value.
+        actions = [n for n in nodes if not (isinstance(n, _TextNode) and not n.text.strip())]
+        single = len(actions) == 1 and isinstance(actions[0], _ActionNode) \
+            and not actions[0].pipe.decls
+        self._value = compiler.pipe(actions[0].pipe) if single else None
+
+    def render(self, data):
+        out = []
+        try:
+            self._run(data, [data, *self._unset], out)
+        except TemplateError:
+            raise
+        except Exception as e:
+            raise _tpl_unexpected(e) from e
+        return "".join(out)
+
+    def resolve(self, data):
+        if self._value is None:
+            return self.render(data)
+        try:
+            return self._value(data, [data, *self._unset])
+        except TemplateError:
+            raise
+        except Exception as e:
+            raise _tpl_unexpected(e) from e
+
+    def __repr__(self):
+        return f"<template {self.text[:40]!r}>"
+
+
+_tpl_cache = {}
+_TPL_CACHE_SIZE = 4096
+
+
+def compile_template(text, delimiters=("<<", ">>")):
+    """The parsed template for text (cached); raises TemplateSyntaxError."""
+    try:
+        return _tpl_cache[text, delimiters]
+    except (KeyError, TypeError):       # not cached yet, or delimiters in a list
+        pass
+    if not isinstance(text, str):
+        raise TemplateSyntaxError(1, 1, f"a template must be a string, not {_tpl_kind(text)}")
+    try:
+        left, right = delimiters
+        valid = isinstance(left, str) and isinstance(right, str) and left and right
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise TemplateSyntaxError(1, 1, f"delimiters must be two non-empty strings, "
+                                        f"not {delimiters!r}")
+    key = (text, (left, right))
+    template = _tpl_cache.get(key)
+    if template is None:
+        try:
+            template = _TplTemplate(text, left, right)
+        except TemplateError:
+            raise
+        except RecursionError:
+            raise TemplateSyntaxError(1, 1, "template nested too deeply") from None
+        except Exception as e:          # a bug here must still read as a template error
+            raise TemplateSyntaxError(1, 1, f"{type(e).__name__}: {e}") from e
+        if len(_tpl_cache) >= _TPL_CACHE_SIZE:
+            _tpl_cache.clear()
+        _tpl_cache[key] = template
+    return template
+
+
+def _tpl_plain(text, delimiters):
+    """Whether text is a string without the left delimiter (nothing to parse)."""
+    try:
+        return type(text) is str and delimiters[0] not in text
+    except (TypeError, IndexError, KeyError):
+        return False
+
+
+def render(text, data, delimiters=("<<", ">>")):
+    """text rendered with data; raises TemplateError."""
+    if _tpl_plain(text, delimiters):
+        return text
+    return compile_template(text, delimiters).render(data)
+
+
+def resolve(text, data, delimiters=("<<", ">>")):
+    """The value of a template that is a single action (surrounding blanks
+    aside), such as '<< .hosts >>': a list stays a list. Any other template
+    renders to a string; text without the left delimiter comes back as is."""
+    if _tpl_plain(text, delimiters):
+        return text
+    return compile_template(text, delimiters).resolve(data)
+
+
+def template_variables(text, delimiters=("<<", ">>")):
+    """The field paths text reads from the data root: '.a.b' gives 'a.b',
+    '$.a' gives 'a'; inside with the dot is the with's value, inside range an
+    element (not a root read)."""
+    return set(compile_template(text, delimiters).variables)
+
+
+# -- templates: YAML values with templates inside
 
 class _Compiled:
     """A YAML value whose strings are templates, parsed once.
@@ -1519,6 +3047,10 @@ def _reason(error, ctx):
     return f"{type(error).__name__}: {error}"
 
 
+def _plural(n, noun):
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _short(item):
     text = item if isinstance(item, str) else format_value(item)
     return repr(text if len(text) <= 40 else text[:37] + "...")
@@ -1868,7 +3400,7 @@ class Engine:
             timer = threading.Timer(t.timeout, ctx.cancel, (f"timed out after {_seconds(t.timeout)}",))
             timer.daemon = True
             timer.start()
-        errors = _ErrorSink(t.key, ctx.log)
+        errors = _ErrorSink(t.key, self.log)
         try:
             result.status, result.reason, summary = _Runner(
                 self, t, ctx, result, input, outputs, errors).run()
@@ -1919,7 +3451,7 @@ class Engine:
         if result.reason:
             text += f": {result.reason}"
         if result.record_errors:
-            text += f" ({result.record_errors} record errors)"
+            text += f" ({_plural(result.record_errors, 'record error')})"
         level = 40 if result.status == FAILED else 20
         if result.status == FAILED and t.ignore_errors:
             text += " (ignored)"
@@ -1972,7 +3504,7 @@ class Engine:
             if r.attempts > 1:
                 line += f"  {r.attempts} attempts"
             if r.record_errors:
-                line += f"  {r.record_errors} record errors"
+                line += f"  {_plural(r.record_errors, 'record error')}"
             if r.reason:
                 line += f"  {r.reason}"
             lines.append(line)
@@ -2012,7 +3544,8 @@ _USAGE = """\
 usage: gxo -playbook FILE [flags]
 
   -playbook FILE             the playbook to run (required)
-  -var key=value             set a variable (repeatable; overrides the playbook's vars)
+  -var key=value             set a variable (repeatable; overrides the playbook's vars);
+                             the value is text, or a YAML list/mapping: -var 'hosts=[a, b]'
   -dry-run                   log what would run, change nothing
   -log-level LEVEL           DEBUG, INFO, WARN or ERROR (default INFO)
   -concurrency N             most tasks running at once (default {concurrency})
@@ -2080,6 +3613,11 @@ def _parse_args(argv):
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise _UsageError(f"-var needs key=value, got {item!r}")
+        if value.startswith(("[", "{")):        # a list or mapping, in YAML flow style
+            try:
+                value = _Document(value, f"-var {key}").root
+            except PlaybookError as e:
+                raise _UsageError(str(e)) from None
         variables[key] = value
     opts["var"] = variables
     return opts

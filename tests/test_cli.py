@@ -41,6 +41,7 @@ def test_help_and_version(cli):
     (("-playbook", "x.yml", "-concurrency", "zero"), "-concurrency needs a positive integer"),
     (("-playbook", "x.yml", "-log-level", "LOUD"), "unknown log level 'LOUD'"),
     (("-playbook", "x.yml", "-dry-run=maybe"), "-dry-run takes no value"),
+    (("-playbook", "x.yml", "-var", "l=[a, b"), "invalid YAML: did not find expected ',' or ']'"),
 ])
 def test_usage_errors_exit_2(cli, args, message):
     r = cli(*args)
@@ -69,6 +70,19 @@ def test_var_flag_forms(cli, form, tmp_path):
     """)
     assert r.returncode == 0, r.stderr
     assert out.read_text() == "gxo\n"
+
+
+def test_var_flow_collections(cli, tmp_path):
+    out = tmp_path / "out.txt"
+    r = cli("-var", "hosts=[web1, web2]", "-var", "db={host: x, port: 5432}", playbook=f"""
+        name: vars
+        tasks:
+          - name: w
+            type: exec
+            params: {{command: sh, args: [-c, 'echo "$0" > {out}', "<< len .hosts >> << .db.port >>"]}}
+    """)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == "2 5432\n"
 
 
 def test_dry_run_runs_nothing(cli, tmp_path):
