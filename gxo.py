@@ -22,7 +22,7 @@ __all__ = [
     "TemplateRenderError",
     "load_playbook", "Playbook", "Task", "Params",
     "render", "resolve", "template_variables", "compile_template", "format_value", "truthy",
-    "Channel", "Module", "TaskContext", "register", "Logger",
+    "Channel", "copy_record", "Module", "TaskContext", "register", "Logger",
     "Engine", "RunResult", "TaskResult", "run_playbook", "main",
 ]
 __version__ = "0.1.0"
@@ -2371,30 +2371,19 @@ def _compile_value(value, delimiters, raw_keys=()):
             template = compile_template(v, delimiters)
             variables.update(template.variables)
             return template.resolve
-        if isinstance(v, dict):
-            parts = [(k, build(x)) for k, x in v.items() if k not in skip]
-            parts = [(k, f) for k, f in parts if f is not None]
+        if isinstance(v, (dict, list)):
+            pairs = v.items() if isinstance(v, dict) else enumerate(v)
+            parts = [(k, f) for k, x in pairs if k not in skip for f in [build(x)] if f is not None]
             if not parts:
                 return None
+            copy = dict if isinstance(v, dict) else list
 
-            def render_dict(data):
-                out = dict(v)
+            def render_container(data):
+                out = copy(v)
                 for k, f in parts:
                     out[k] = f(data)
                 return out
-            return render_dict
-        if isinstance(v, list):
-            parts = [(i, build(x)) for i, x in enumerate(v)]
-            parts = [(i, f) for i, f in parts if f is not None]
-            if not parts:
-                return None
-
-            def render_list(data):
-                out = list(v)
-                for i, f in parts:
-                    out[i] = f(data)
-                return out
-            return render_list
+            return render_container
         return None
 
     render = build(value, raw_keys)
@@ -2533,7 +2522,7 @@ class Channel:
     def put(self, record):
         """Send one record; blocks while the channel is full."""
         if self._copy:
-            record = _copy_record(record)
+            record = copy_record(record)
         items = self._items
         if not self._stopped and len(items) < self.capacity:
             items.append(record)
@@ -2623,12 +2612,13 @@ class Channel:
         return self._dropped + (len(self._items) if self._detached else 0)
 
 
-def _copy_record(value):
-    """A deep copy of a JSON-like record, much cheaper than copy.deepcopy."""
+def copy_record(value):
+    """A private, mutable deep copy of a JSON-like value (a record, or a value
+    from state or params, which are read-only); much cheaper than copy.deepcopy."""
     if isinstance(value, dict):
-        return {k: _copy_record(v) for k, v in value.items()}
+        return {k: copy_record(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_copy_record(v) for v in value]
+        return [copy_record(v) for v in value]
     return value
 
 

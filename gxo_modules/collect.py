@@ -46,7 +46,7 @@ class Collect(gxo.Module):
             records = []
 
             def keep(record):
-                records.append(_copy(record))
+                records.append(gxo.copy_record(record))
             if len(outputs) == 1:
                 put = outputs[0].put
                 for count, record in enumerate(input, 1):
@@ -61,12 +61,3 @@ class Collect(gxo.Module):
                     for put in puts:
                         put(record)
         return {"records": records, "count": count, "truncated": count > len(records)}
-
-
-def _copy(value):
-    """A deep copy of a JSON-like record (much cheaper than copy.deepcopy)."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_copy(v) for v in value]
-    return value

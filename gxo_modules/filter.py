@@ -69,7 +69,7 @@ class Filter(gxo.Module):
         search = search.search if search is not None else None
         template = needed = None
         if where is not None:
-            delimiters = _delimiters(ctx)
+            delimiters = ctx.delimiters
             if isinstance(where, str) and delimiters[0] in where:
                 compiled = gxo.compile_template(where, delimiters)    # once per task
                 template = compiled.resolve
@@ -92,21 +92,6 @@ class Filter(gxo.Module):
                     put(record)
             return {"count": seen, "dropped": 0, "seen": seen}
         dropped = 0
-        if template is None:
-            for seen, record in enumerate(input, 1):
-                try:
-                    value = record[field]
-                except (KeyError, TypeError, IndexError):
-                    errors.put(gxo.RecordProcessingError(name, _short(record),
-                                                         f"no field '{field}' to match"))
-                    continue
-                if (search(value) if value.__class__ is str else search(_text(value))) is None:
-                    dropped += 1
-                    continue
-                kept += 1
-                if put is not None:
-                    put(record)
-            return {"count": kept, "dropped": dropped, "seen": seen}
         truthy, TemplateError = gxo.truthy, gxo.TemplateError
         for seen, record in enumerate(input, 1):
             if search is not None:
@@ -119,17 +104,18 @@ class Filter(gxo.Module):
                 if (search(value) if value.__class__ is str else search(_text(value))) is None:
                     dropped += 1
                     continue
-            try:
-                value = template(record if needed is None else {**needed, **record})
-            except TemplateError as e:
-                errors.put(gxo.RecordProcessingError(name, _short(record), f"where: {e}"))
-                continue
-            if value is True or (value is not False and truthy(value)):
-                kept += 1
-                if put is not None:
-                    put(record)
-            else:
-                dropped += 1
+            if template is not None:
+                try:
+                    value = template(record if needed is None else {**needed, **record})
+                except TemplateError as e:
+                    errors.put(gxo.RecordProcessingError(name, _short(record), f"where: {e}"))
+                    continue
+                if value is not True and (value is False or not truthy(value)):
+                    dropped += 1
+                    continue
+            kept += 1
+            if put is not None:
+                put(record)
         return {"count": kept, "dropped": dropped, "seen": seen}
 
 
@@ -145,11 +131,6 @@ def _state_read(compiled, state):
     roots = {path.split(".", 1)[0] for path in compiled.variables}
     needed = {name: state[name] for name in roots if name in state}
     return needed or None
-
-
-def _delimiters(ctx):
-    """The playbook's template delimiters, as ctx.render uses them."""
-    return getattr(ctx, "delimiters", None) or getattr(ctx, "_delimiters", None) or ("<<", ">>")
 
 
 def _text(value):

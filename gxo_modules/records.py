@@ -58,7 +58,7 @@ class Records(gxo.Module):
             ctx.log.warn(f"no task has 'stream_input: {ctx.name}': the records are "
                          "counted and dropped")
         if params["items"] is not None:
-            source = [_plain(v) if isinstance(v, dict) else {"value": _plain(v)}
+            source = [gxo.copy_record(v) if isinstance(v, dict) else {"value": gxo.copy_record(v)}
                       for v in params["items"]]
             return {"count": _send(source, outputs)}
         if params["range"] is not None:
@@ -100,15 +100,6 @@ def _int(name, value, what="an integer"):
         shown = "a mapping" if isinstance(value, dict) else "a list" if isinstance(
             value, (list, tuple)) else repr(value)
         raise gxo.ParamError(name, f"expected {what}, got {shown}")
-    return value
-
-
-def _plain(value):
-    """A private, mutable deep copy of a JSON-like value (params are read-only)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
     return value
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT
+from test_record_modules import _expected_errors
 
 PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.yml"))
 
@@ -87,17 +88,8 @@ def test_cleanup_after_failure(tmp_path):
 def test_stream_logs(tmp_path):
     r = gxo(tmp_path, "stream-logs.yml")
     assert r.returncode == 0, r.stderr
-    source = (ROOT / "playbooks" / "data" / "app.jsonl").read_text().splitlines()
-    errors = []
-    for line in source:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("level") == "ERROR":
-            errors.append(record)
+    errors = _expected_errors()
     report = re.search(r"report: (\S+)", r.stderr)[1]
-    written = [json.loads(line) for line in open(report)]
-    assert written == errors
-    assert f"[summary] {len(errors)} ERROR records of {len(source) - 1} in" in r.stderr
+    assert [json.loads(line) for line in open(report)] == errors
+    assert f"[summary] {len(errors)} ERROR records of 120 in" in r.stderr
     assert "[RECORD_ERROR] task=read_log" in r.stderr
