@@ -222,3 +222,23 @@ def test_signal_stops_run_and_leaves_no_process(tmp_path, signum, code):
     assert "[later] Skipped: playbook halted" in err
     for pid in found:
         assert not alive(pid), f"process {pid} survived"
+
+
+# -- the same entry point in-process (gxo.main), for what subprocesses do not show
+
+def test_main_in_process(tmp_path, capsys):
+    import gxo
+    path = tmp_path / "p.yml"
+    path.write_text(OK)
+    assert gxo.main(["-playbook", str(path), "-log-level=WARN", "-concurrency", "2",
+                     "-channel-buffer-size=5"]) == 0
+    assert gxo.main(["--help"]) == 0
+    assert "usage: gxo" in capsys.readouterr().out
+    assert gxo.main(["-version"]) == 0
+    assert gxo.main([str(path), "--", "extra"]) == 2
+    assert "unexpected argument 'extra'" in capsys.readouterr().err
+    path.write_text("name: x\ntasks: [{type: nope}]\n")
+    assert gxo.main(["-playbook", str(path)]) == 2
+    assert "unknown module type 'nope'" in capsys.readouterr().err
+    path.write_text("name: x\ntasks: [{type: exec, params: {command: 'false'}}]\n")
+    assert gxo.main(["-playbook", str(path), "-dry-run=false"]) == 1
