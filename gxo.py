@@ -299,7 +299,7 @@ class _Document:
                              col=mark and mark.column + 1, **where)
 
 
-# ---------------------------------------------------------------- playbook model
+# ---------------------------------------------------------------- playbook loading and validation
 
 _DURATION_RE = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0,
@@ -307,7 +307,7 @@ _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0,
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def parse_duration(text):
+def _parse_duration(text):
     """Seconds in a Go duration string ('1.5s', '300ms', '1m30s')."""
     text = text.strip()
     if text in ("0", "+0", "-0"):
@@ -531,7 +531,7 @@ class _Loader:
         value = mapping[key]
         if isinstance(value, str):
             try:
-                return parse_duration(value)
+                return _parse_duration(value)
             except ValueError as e:
                 raise self.fail(mapping, key, str(e), t, field) from None
         hint = f" (did you mean '{value}s'?)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
@@ -754,72 +754,6 @@ def _walk(container, keys):
             break
         found, container = (container, k), value
     return found
-
-
-def _pipelines(tasks, consumers):
-    """Group tasks joined by stream edges: each group starts together."""
-    group = {t.index: t.index for t in tasks}
-
-    def find(i):
-        while group[i] != i:
-            group[i] = group[group[i]]
-            i = group[i]
-        return i
-
-    for producer, cons in consumers.items():
-        for c in cons:
-            group[find(c)] = find(producer)
-    members = {}
-    for t in tasks:
-        members.setdefault(find(t.index), []).append(t.index)
-    return [m for m in members.values()]
-
-
-def _find_cycle(tasks, groups):
-    """Return (message, task index) for a cycle among pipelines, or None."""
-    group_of = {i: g for g, members in enumerate(groups) for i in members}
-    for t in tasks:
-        for dep in sorted(t.needs):
-            if group_of[dep] == group_of[t.index]:
-                what = ("its own result" if dep == t.index else
-                        f"{tasks[dep].key}, which streams with it (stream_input)")
-                return (f"cycle: {t.key} -> {tasks[dep].key}: it waits for {what}; a task "
-                        "cannot wait for a task it runs beside, or for itself", t.index)
-    # Iterative DFS over groups; an edge g -> h (src, dst) means src waits for dst.
-    waits = [[] for _ in groups]
-    for t in tasks:
-        for dep in sorted(t.needs):
-            waits[group_of[t.index]].append((group_of[dep], t.index, dep))
-    state = [0] * len(groups)           # 0 new, 1 on the stack, 2 done
-    for start in range(len(groups)):
-        if state[start]:
-            continue
-        state[start] = 1
-        stack = [(start, iter(waits[start]), None)]
-        while stack:
-            for h, src, dst in stack[-1][1]:
-                if state[h] == 1:
-                    at = next(i for i, frame in enumerate(stack) if frame[0] == h)
-                    edges = [frame[2] for frame in stack[at + 1:]] + [(src, dst)]
-                    return "cycle: " + _cycle_text(edges, tasks), edges[0][0]
-                if state[h] == 0:
-                    state[h] = 1
-                    stack.append((h, iter(waits[h]), (src, dst)))
-                    break
-            else:
-                state[stack.pop()[0]] = 2
-    return None
-
-
-def _cycle_text(edges, tasks):
-    """'a -> b -> a' for a list of (waiting task, awaited task) edges."""
-    parts, prev = [tasks[edges[0][0]].key], edges[0][0]
-    for src, dst in edges:
-        if src != prev:
-            parts[-1] += f" (streams with {tasks[src].key})"
-        parts.append(tasks[dst].key)
-        prev = dst
-    return " -> ".join(parts)
 
 
 # ---------------------------------------------------------------- templates
@@ -2635,6 +2569,77 @@ class _ErrorSink:
         with self._lock:
             self.count += 1
         self.log.error(f"[RECORD_ERROR] task={error.task} item={error.item!r} cause={error.cause}")
+
+
+# ---------------------------------------------------------------- DAG
+#
+# Tasks joined by streams form a pipeline, started as one unit; edges between
+# pipelines come from register keys, _gxo.tasks.NAME and depends_on (Task.needs).
+
+def _pipelines(tasks, consumers):
+    """Group tasks joined by stream edges: each group starts together."""
+    group = {t.index: t.index for t in tasks}
+
+    def find(i):
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for producer, cons in consumers.items():
+        for c in cons:
+            group[find(c)] = find(producer)
+    members = {}
+    for t in tasks:
+        members.setdefault(find(t.index), []).append(t.index)
+    return [m for m in members.values()]
+
+
+def _find_cycle(tasks, groups):
+    """Return (message, task index) for a cycle among pipelines, or None."""
+    group_of = {i: g for g, members in enumerate(groups) for i in members}
+    for t in tasks:
+        for dep in sorted(t.needs):
+            if group_of[dep] == group_of[t.index]:
+                what = ("its own result" if dep == t.index else
+                        f"{tasks[dep].key}, which streams with it (stream_input)")
+                return (f"cycle: {t.key} -> {tasks[dep].key}: it waits for {what}; a task "
+                        "cannot wait for a task it runs beside, or for itself", t.index)
+    # Iterative DFS over groups; an edge g -> h (src, dst) means src waits for dst.
+    waits = [[] for _ in groups]
+    for t in tasks:
+        for dep in sorted(t.needs):
+            waits[group_of[t.index]].append((group_of[dep], t.index, dep))
+    state = [0] * len(groups)           # 0 new, 1 on the stack, 2 done
+    for start in range(len(groups)):
+        if state[start]:
+            continue
+        state[start] = 1
+        stack = [(start, iter(waits[start]), None)]
+        while stack:
+            for h, src, dst in stack[-1][1]:
+                if state[h] == 1:
+                    at = next(i for i, frame in enumerate(stack) if frame[0] == h)
+                    edges = [frame[2] for frame in stack[at + 1:]] + [(src, dst)]
+                    return "cycle: " + _cycle_text(edges, tasks), edges[0][0]
+                if state[h] == 0:
+                    state[h] = 1
+                    stack.append((h, iter(waits[h]), (src, dst)))
+                    break
+            else:
+                state[stack.pop()[0]] = 2
+    return None
+
+
+def _cycle_text(edges, tasks):
+    """'a -> b -> a' for a list of (waiting task, awaited task) edges."""
+    parts, prev = [tasks[edges[0][0]].key], edges[0][0]
+    for src, dst in edges:
+        if src != prev:
+            parts[-1] += f" (streams with {tasks[src].key})"
+        parts.append(tasks[dst].key)
+        prev = dst
+    return " -> ".join(parts)
 
 
 # ---------------------------------------------------------------- modules
