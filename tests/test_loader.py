@@ -265,3 +265,16 @@ def test_vars_cannot_read_task_statuses(load):
             vars: {s: "<< ._gxo.tasks.a.status >>"}
             tasks: [{name: a, type: fake}]
         """)
+
+
+def test_error_classes_read_well():
+    assert str(gxo.PlaybookError("bad", file="p.yml", line=3, col=5, task="task 'a' (#1)",
+                                 field="params.x")) == "p.yml:3:5: task 'a' (#1): params.x: bad"
+    assert str(gxo.PlaybookError("bad")) == "bad"
+    assert str(gxo.ParamError("args", "expected a list")) == "param 'args': expected a list"
+    e = gxo.RecordProcessingError("filter", {"n": 1}, "no field 'x'")
+    assert (e.task, e.item, e.cause) == ("filter", {"n": 1}, "no field 'x'")
+    assert str(e) == "task=filter item={'n': 1} cause=no field 'x'"
+    for cls in (gxo.PlaybookError, gxo.ParamError, gxo.TaskError, gxo.Cancelled,
+                gxo.RecordProcessingError, gxo.TemplateSyntaxError, gxo.TemplateRenderError):
+        assert issubclass(cls, gxo.GxoError)
