@@ -2682,9 +2682,11 @@ class Module:
         """Do the work; return a summary (JSON-like) or raise to fail the task.
 
         ``state`` is a read-only mapping; ``input`` is None or an iterable of
-        records ending at end of stream; ``outputs`` is a list of channels to
-        ``put(record)`` on (one per consumer); ``errors`` takes
-        RecordProcessingError for records that could not be processed.
+        records ending at end of stream; ``outputs`` is a list of channels,
+        one per consumer: put each record on every one, in list order (each
+        but the last copies it), and do not change a record once put;
+        ``errors`` takes RecordProcessingError for records that could not be
+        processed.
         """
         raise NotImplementedError
 
@@ -3105,6 +3107,8 @@ class _Runner:
             except Exception as e:
                 self.log_error(e, f"item {i} {_short(items[i])}: ")
                 failures[i] = _reason(e, ctx)
+                if not ctx.cancelled:
+                    ctx.log.warn(f"item {i} {_short(items[i])} failed: {failures[i]}")
 
         if t.parallel > 1 and len(items) > 1:
             self.engine.workers.map(one, len(items), t.parallel, ctx)
@@ -3152,7 +3156,7 @@ class _Runner:
                     raise Cancelled(ctx.reason) from None
 
     def log_error(self, error, prefix=""):
-        if isinstance(error, (GxoError, TemplateError, OSError)) or self.ctx.cancelled:
+        if isinstance(error, (GxoError, OSError)) or self.ctx.cancelled:
             return
         import traceback
         self.ctx.log.debug(prefix + "".join(traceback.format_exception(
