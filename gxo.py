@@ -27,6 +27,7 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+import itertools
 import math
 import os
 import re
@@ -2424,7 +2425,7 @@ class _State:
 # is taken only to sleep on a full or empty channel and to wake a sleeper, so
 # a record costs about as much as a plain loop step.
 
-_EOS = object()
+_chan_exhaust = deque(maxlen=0).extend          # runs an iterator to its end, in C
 
 
 class Channel:
@@ -2436,114 +2437,185 @@ class Channel:
     wakes both sides and makes them raise Cancelled.
     """
 
+    # The fast paths take no lock: put appends to a deque and the reader pops
+    # it in runs, each run a C loop over popleft (deque operations are atomic
+    # under the GIL).  The lock is taken only to sleep, to wake a sleeper, and
+    # by close, detach and abort.
+    #
+    # A sleeper blocks on a held lock of its own, its gate, until a waker
+    # releases it: far cheaper than a Condition.  A side about to sleep first
+    # raises its flag (the reader sets _reader_asleep, a writer adds its gate
+    # to _writer_gates) holding the lock, and only then takes its last look
+    # at the deque; the other side looks at the flag after each append (a
+    # writer) or before each run (the reader; a writer going to sleep ends the
+    # reader's run).  So either the sleeper sees the new record or free slot,
+    # or the waker sees the flag: no wake-up is lost.  Whoever lowers a flag,
+    # under the lock, releases its gate, so a gate is released once per sleep.
+
+    def __new__(cls, capacity=100, copy=False):
+        # Fan-out copies come from a subclass, so that put needs no branch.
+        return object.__new__(_chanCopying if copy and cls is Channel else cls)
+
     def __init__(self, capacity=100, copy=False):
         self.capacity = max(1, int(capacity))
-        self.used = False           # anything put or read yet (retry safety)
         self._items = deque()
+        self._room = self.capacity      # put's fast path: 0 once detached or aborted
         self._lock = threading.Lock()
-        self._readable = threading.Condition(self._lock)
-        self._writable = threading.Condition(self._lock)
-        # A side about to sleep raises its flag, holding the lock, before its
-        # last look at the deque; the other side lowers the flag when it wakes
-        # the sleeper.  So no wake-up is lost, and each sleep costs one wake-up,
-        # not one per record.
-        self._reader_asleep = self._writers_asleep = False
-        self._closed = self._detached = self._stopped = False
+        self._reader_gate = threading.Lock()
+        self._reader_gate.acquire()
+        self._reader_asleep = False
+        self._writer_gates = []
+        self._run = ()                  # what the reader's current run counts down
+        self._taken = False             # the reader has taken a record
+        self._closed = self._detached = False
         self._abort = self._detach_reason = None
         self._dropped = 0
-        self._copy = copy           # fan-out: this consumer gets its own copy
+
+    @property
+    def used(self):
+        """True once a record was put (a task that streamed must not be retried)."""
+        # A record ever put is still queued, was taken, or was dropped.
+        return self._taken or bool(self._items) or bool(self._dropped)
 
     def put(self, record):
         """Send one record; blocks while the channel is full."""
-        if self._copy:
-            record = copy_record(record)
         items = self._items
-        if not self._stopped and len(items) < self.capacity:
+        if len(items) < self._room:
             items.append(record)
-        elif not self._put_slow(record):
-            return
-        self.used = True
-        if self._reader_asleep:
-            with self._lock:
-                if self._reader_asleep:
-                    self._reader_asleep = False
-                    self._readable.notify()
+            if self._reader_asleep:
+                self._wake_reader()
+        else:
+            self._put_slow(record)
+
+    def _wake_reader(self):
+        with self._lock:
+            if self._reader_asleep:
+                self._reader_asleep = False
+                self._reader_gate.release()
 
     def _put_slow(self, record):
-        with self._lock:
-            while True:
+        items, gate = self._items, None
+        while True:
+            with self._lock:
                 if self._abort is not None:
                     raise Cancelled(self._abort)
                 if self._detached:
                     self._dropped += 1
-                    return False
+                    return
                 if self._closed:
                     raise ValueError("put on a closed channel")
-                self._writers_asleep = True     # several writers: only a waker lowers it
-                if len(self._items) < self.capacity:
-                    self._items.append(record)
-                    return True
-                self._writable.wait()
+                if gate is None:
+                    gate = threading.Lock()
+                    gate.acquire()
+                self._writer_gates.append(gate)         # the flag, then the last look
+                if len(items) < self.capacity:
+                    self._writer_gates.remove(gate)
+                    items.append(record)
+                    break
+                # The reader does not look at the flags within a run: end its
+                # run, so that its next pop comes back here and wakes us.
+                _chan_exhaust(self._run)
+            gate.acquire()
+            if len(items) < self._room:                 # woken: most likely for room
+                items.append(record)
+                break
+        if self._reader_asleep:
+            self._wake_reader()
 
     def __iter__(self):
-        self.used = True
-        pop = self._items.popleft
-        while True:
-            try:
-                record = pop()
-            except IndexError:
-                record = self._get_slow()
-                if record is _EOS:
-                    return
-            if self._writers_asleep:
-                with self._lock:
-                    if self._writers_asleep:
-                        self._writers_asleep = False
-                        self._writable.notify_all()
-            yield record
+        return itertools.chain.from_iterable(self._runs())
 
-    def _get_slow(self):
+    def _runs(self):
+        # Each run pops the records queued when it starts; the Python code
+        # here runs once per run, not once per record.
+        items = self._items
+        take = items.popleft
+        while True:
+            # End any other iterator's run (a misuse, but harmless then): only
+            # one run is live, and no run pops more than the deque holds.
+            _chan_exhaust(self._run)
+            n = len(items)
+            self._run = run = itertools.repeat((), n)     # published before the look at the flags
+            if not n:
+                if not self._wait():
+                    return
+                continue
+            self._taken = True
+            if self._writer_gates:
+                record = take()                         # a free slot: wake the writers now
+                self._wake_writers()
+                yield (record,)
+            else:
+                yield itertools.starmap(take, run)
+
+    def _wait(self):
+        """Sleep until the channel may hold a record (True) or has ended (False)."""
         with self._lock:
-            while True:
-                if self._abort is not None:
-                    raise Cancelled(self._abort)
-                self._reader_asleep = True
-                if self._items:
-                    self._reader_asleep = False     # one reader: it may lower its own flag
-                    return self._items.popleft()
+            self._release_writers()                     # empty: there is room
+            if self._abort is not None:
+                raise Cancelled(self._abort)
+            self._reader_asleep = True                  # the flag, then the last look
+            if self._items:
+                self._reader_asleep = False             # one reader: it lowers its own flag
+                return True
+            if self._detached or self._closed:
+                self._reader_asleep = False
                 if self._detached:
                     raise Cancelled(self._detach_reason or "stopped reading")
-                if self._closed:
-                    return _EOS
-                self._readable.wait()
+                return False
+        self._reader_gate.acquire()
+        return True
+
+    def _wake_writers(self):
+        with self._lock:
+            self._release_writers()
+
+    def _release_writers(self):
+        # Holding the lock.  Off the list, a gate cannot be released again.
+        gates, self._writer_gates = self._writer_gates, []
+        for gate in gates:
+            gate.release()
+
+    def _release_all(self):
+        # Holding the lock.
+        if self._reader_asleep:
+            self._reader_asleep = False
+            self._reader_gate.release()
+        self._release_writers()
 
     def close(self):
         """End of stream: the consumer reads what is left, then stops."""
         with self._lock:
             self._closed = True
-            self._readable.notify_all()
+            self._release_all()
 
     def detach(self, reason=None):
         """The consumer is gone: drop and count what is and will be put."""
         with self._lock:
-            self._detached = self._stopped = True
+            self._detached = True
             self._detach_reason = reason
-            self._readable.notify_all()
-            self._writable.notify_all()
+            self._room = 0
+            self._release_all()
 
     def abort(self, reason):
         """Wake both sides; each raises Cancelled(reason) from now on."""
         with self._lock:
             if self._abort is None:
                 self._abort = str(reason)
-            self._stopped = True
-            self._readable.notify_all()
-            self._writable.notify_all()
+            self._room = 0
+            self._release_all()
 
     @property
     def undelivered(self):
         """Records put but never read because the consumer stopped reading."""
         return self._dropped + (len(self._items) if self._detached else 0)
+
+
+class _chanCopying(Channel):
+    """A fan-out consumer's channel: it gets a deep copy of each record."""
+
+    def put(self, record):
+        Channel.put(self, copy_record(record))
 
 
 def copy_record(value):
