@@ -246,3 +246,15 @@ def test_waiting_for_a_task_in_the_same_pipeline_is_a_cycle(load):
               - {name: src, type: emit, register: out}
               - {name: dst, type: sink, stream_input: src, params: {stop_after: "<< .out.emitted >>"}}
         """)
+
+
+def test_streaming_producer_is_retried_before_its_first_record(run):
+    r = run("""
+        name: retry-early
+        tasks:
+          - {name: src, type: emit, retry: {attempts: 3, delay: 1ms}, ignore_errors: true,
+             params: {count: 10, fail_after: 0}}
+          - {name: dst, type: sink, stream_input: src, ignore_errors: true}
+    """)
+    assert r.tasks["src"].attempts == 3
+    assert r.status("dst") == "Failed" and r.tasks["dst"].reason == "stream producer src failed"
