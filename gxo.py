@@ -37,9 +37,9 @@ import time
 from collections import ChainMap, deque
 from collections.abc import Mapping
 try:
-    from _queue import Empty, SimpleQueue      # skips importing queue (and heapq)
+    from _queue import SimpleQueue              # skips importing queue (and heapq)
 except ImportError:                             # pragma: no cover (not CPython)
-    from queue import Empty, SimpleQueue
+    from queue import SimpleQueue
 
 if __name__ == "__main__":
     # Modules do 'import gxo': let that find this very module, not a second copy.
@@ -1955,13 +1955,14 @@ class _TplCompiler:
     def pipe(self, node, declare=True):
         cmds = [self.command(c, piped=i > 0) for i, c in enumerate(node.cmds)]
         first, rest = cmds[0], tuple(cmds[1:])
-        run = first
         if rest:
             def run(dot, vs):
                 v = first(dot, vs)
                 for cmd in rest:
                     v = cmd(dot, vs, v)
                 return v
+        else:
+            run = first                 # one command: nothing to pipe through
         if not (declare and node.decls):
             return run
         var = node.decls[0]

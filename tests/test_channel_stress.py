@@ -62,6 +62,37 @@ def blocked(thread, seconds=0.1):
 
 # -- no lost wake-ups
 
+def pump(ch, writers, per_writer, pause=None):
+    """Writers put {"w": writer, "i": n} records; read them all, guarded, and return them."""
+    got = []
+
+    def write(w):
+        for i in range(per_writer):
+            ch.put({"w": w, "i": i})
+
+    with Guard(ch):
+        threads = [start(write, w) for w in range(writers)]
+        try:
+            for record in ch:
+                got.append(record)
+                if pause is not None:
+                    pause()
+                if len(got) == writers * per_writer:
+                    break
+        except gxo.Cancelled as e:
+            pytest.fail(f"{e} after {len(got)} records")
+        for t in threads:
+            t.join(GUARD)
+            assert not t.is_alive()
+    return got
+
+
+def assert_each_writer_in_order(got, writers, per_writer):
+    assert len(got) == writers * per_writer
+    for w in range(writers):
+        assert [r["i"] for r in got if r["w"] == w] == list(range(per_writer))
+
+
 @pytest.mark.parametrize("capacity,writers,slow_reader", [
     (1, 1, False), (1, 4, False), (2, 3, False), (3, 4, True), (1, 4, True),
 ])
@@ -69,31 +100,14 @@ def test_many_writers_small_capacity_every_record_once_in_order(busy_gil, capaci
                                                                   slow_reader):
     rounds, per_writer = (25, 200) if not slow_reader else (20, 100)
     rng = random.Random(capacity * 100 + writers)
+
+    def pause():                        # let writers run (and sleep) mid-run
+        if rng.random() < 0.05:
+            time.sleep(0)
+
     for _ in range(rounds):
-        ch = gxo.Channel(capacity)
-        got = []
-
-        def write(w):
-            for i in range(per_writer):
-                ch.put({"w": w, "i": i})
-
-        with Guard(ch):
-            threads = [start(write, w) for w in range(writers)]
-            try:
-                for record in ch:
-                    got.append(record)
-                    if slow_reader and rng.random() < 0.05:
-                        time.sleep(0)       # let writers run (and sleep) mid-run
-                    if len(got) == writers * per_writer:
-                        break
-            except gxo.Cancelled as e:
-                pytest.fail(f"{e} after {len(got)} records")
-            for t in threads:
-                t.join(GUARD)
-                assert not t.is_alive()
-        assert len(got) == writers * per_writer
-        for w in range(writers):
-            assert [r["i"] for r in got if r["w"] == w] == list(range(per_writer))
+        got = pump(gxo.Channel(capacity), writers, per_writer, pause if slow_reader else None)
+        assert_each_writer_in_order(got, writers, per_writer)
 
 
 def test_single_writer_capacity_one_then_close(busy_gil):
@@ -180,28 +194,9 @@ def preempt_between_lines():
 @pytest.mark.parametrize("capacity,writers", [(1, 1), (1, 3), (2, 2)])
 def test_no_lost_wakeup_when_preempted_between_any_two_lines(preempt_between_lines,
                                                             capacity, writers):
-    per_writer = 150
     for _ in range(8):
-        ch = gxo.Channel(capacity)
-        got = []
-
-        def write(w):
-            for i in range(per_writer):
-                ch.put({"w": w, "i": i})
-
-        with Guard(ch):
-            threads = [start(write, w) for w in range(writers)]
-            try:
-                for record in ch:
-                    got.append(record)
-                    if len(got) == writers * per_writer:
-                        break
-            except gxo.Cancelled as e:
-                pytest.fail(f"{e} after {len(got)} records")
-            for t in threads:
-                t.join(GUARD)
-        assert sorted((r["w"], r["i"]) for r in got) == [
-            (w, i) for w in range(writers) for i in range(per_writer)]
+        got = pump(gxo.Channel(capacity), writers, 150)
+        assert_each_writer_in_order(got, writers, 150)
 
 
 # -- close, detach and abort wake whoever sleeps

@@ -1,6 +1,5 @@
 """End-to-end tests of the gxo command: flags, exit codes, logs, signals."""
 
-import os
 import signal
 import subprocess
 import sys

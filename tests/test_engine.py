@@ -335,7 +335,7 @@ def test_concurrency_limit(run):
 
 def test_independent_tasks_run_concurrently(run):
     tasks = "\n".join(f"  - {{name: t{i}, type: fake, params: {{sleep: 0.1}}}}" for i in range(6))
-    r = run("name: wide\ntasks:\n" + tasks, concurrency=8)
+    assert run("name: wide\ntasks:\n" + tasks, concurrency=8).ok
     assert overlap() == 6
 
 

@@ -1,9 +1,7 @@
 """The exec module: with a mocked Popen (argv, env, errors) and with real processes."""
 
 import io
-import os
 import subprocess
-import sys
 import time
 
 import pytest

@@ -988,38 +988,6 @@ def test_kernel_timeout_interrupts_a_consumer_waiting_for_records(run):
     assert keep.duration < 2.0
 
 
-def test_kernel_channel_no_lost_wakeup_under_constant_contention():
-    """A full or empty channel never leaves its writer and reader both asleep.
-
-    Capacity 1 makes nearly every put and get take the slow path, so sleeps
-    and wake-ups interleave in every order thousands of times; a lost wake-up
-    would hang, and the guard turns a hang into a failure.
-    """
-    for _ in range(20):
-        ch = gxo.Channel(1)
-        got = []
-        writer = threading.Thread(target=lambda: [_swallow(ch.put, {"n": i}) for i in range(2000)]
-                                  + [ch.close()], daemon=True)
-        guard = threading.Timer(10, ch.abort, ("deadlock: writer and reader both asleep",))
-        guard.start()
-        writer.start()
-        try:
-            got.extend(r["n"] for r in ch)
-        except gxo.Cancelled as e:
-            pytest.fail(str(e))
-        finally:
-            guard.cancel()
-            writer.join(5)
-        assert got == list(range(2000))
-
-
-def _swallow(fn, *args):
-    try:
-        fn(*args)
-    except gxo.Cancelled:
-        pass
-
-
 # Test-only modules for the engine tests above.
 
 _handoff = threading.Event()
