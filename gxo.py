@@ -90,7 +90,15 @@ class ParamError(GxoError):
 
 
 class TaskError(GxoError):
-    """A task failed; raised by modules for failures that need no traceback."""
+    """A task failed; raised by modules for failures that need no traceback.
+
+    ``summary`` is what the module can tell of the failed call (exec: stdout,
+    stderr, exit_code); the engine registers it so a failure handler can read it.
+    """
+
+    def __init__(self, message, *, summary=None):
+        super().__init__(message)
+        self.summary = summary
 
 
 class Cancelled(GxoError):
@@ -3089,12 +3097,12 @@ class TaskResult:
     """How one task ended: status, reason, duration (seconds), attempts."""
 
     __slots__ = ("name", "status", "reason", "duration", "attempts", "record_errors",
-                 "summary", "_blocked")
+                 "summary")
 
     def __init__(self, name):
         self.name, self.status, self.reason = name, None, ""
         self.duration, self.attempts, self.record_errors = 0.0, 0, 0
-        self.summary, self._blocked = None, False
+        self.summary = None
 
     @property
     def ok(self):
@@ -3531,16 +3539,14 @@ class Engine:
         self.log.log(level, text, hold=level == 20)
 
     def release(self, i):
-        """Make ready what waited for task i, or skip it if i failed."""
+        """Make ready what waited for task i (which ran), or skip it if i failed."""
         result = self.results[i]
         for g in self.dependents[i]:
             if self.started[g] or self.halted:
                 continue                    # once halted, whatever did not start is skipped
-            if result.status == FAILED or result._blocked:
-                why = (f"dependency '{result.name}' failed" if result.status == FAILED
-                       else f"dependency '{result.name}' was skipped ({result.reason})")
+            if result.status == FAILED:
                 for m in self.groups[g]:
-                    self.skip(m, why)
+                    self.skip(m, f"dependency '{result.name}' failed")
             else:
                 self.waiting[g] -= 1
                 if not self.waiting[g]:
@@ -3552,7 +3558,7 @@ class Engine:
         result = self.results[i]
         if result.status is not None:
             return
-        result.status, result.reason, result._blocked = SKIPPED, reason, True
+        result.status, result.reason = SKIPPED, reason
         self.state.set_status(result.name, SKIPPED)
         self.log_end(self.playbook.tasks[i], result)
         if not reason.startswith("dependency"):
