@@ -152,6 +152,63 @@ def _describe(value):
     return f"{type(value).__name__} {value!r}"
 
 
+# ---------------------------------------------------------------- secrets
+#
+# Values that must never be printed: vars whose names look secret and values
+# read with the template function 'secret'.  Every line gxo writes passes
+# through _secrets.mask, so a secret stays hidden wherever it ends up: in a
+# reason, a stderr tail, a loop item, a template error, the recap, a report.
+
+_SECRET_NAME = re.compile(r"passw(?:or)?d|secret|token|api_?key|private_?key|credential", re.I)
+_MASK = "********"
+
+
+class _Secrets:
+    """The secret values seen so far in this process, and the masking of text."""
+
+    def __init__(self):
+        self._values = set()
+        self._pattern = None            # one regex of every form of every value
+        self._lock = threading.Lock()
+
+    def add_named(self, name, value):
+        """Add value if name looks secret; else look into a mapping's keys."""
+        if isinstance(name, str) and _SECRET_NAME.search(name):
+            self.add(value)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                self.add_named(k, v)
+
+    def add(self, value):
+        """Mask value (every text inside it) from now on."""
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, (list, tuple)):
+            for v in value:
+                self.add(v)
+            return
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return
+        text = value if isinstance(value, str) else format_value(value)
+        # Shorter values would mask ordinary text everywhere and protect nothing.
+        if len(text) < 3 or text in self._values:
+            return
+        import json
+        forms = {text, repr(text)[1:-1], json.dumps(text)[1:-1]}
+        forms.update(line for line in text.splitlines() if len(line) >= 8)
+        with self._lock:
+            self._values |= forms
+            alternatives = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, alternatives)))
+
+    def mask(self, text):
+        pattern = self._pattern
+        return text if pattern is None else pattern.sub(_MASK, text)
+
+
+_secrets = _Secrets()
+
+
 # ---------------------------------------------------------------- YAML loading
 #
 # PyYAML speaks YAML 1.1 (yes/no booleans, 0777 octals, 1:30 sexagesimals).
@@ -336,14 +393,14 @@ class Task:
                  "stream_input", "ignore_errors", "when", "loop", "loop_var",
                  "index_var", "parallel", "attempts", "delay", "retry_on_error",
                  "depends_on", "timeout", "module", "_params", "_when", "_loop",
-                 "needs")
+                 "needs", "no_log")
 
     def __init__(self, index):
         self.index = index
         self.name = self.register = self.stream_input = None
         self.when = self.loop = self.timeout = self.module = None
         self.params = {}
-        self.ignore_errors = False
+        self.ignore_errors = self.no_log = False
         self.loop_var, self.index_var, self.parallel = "item", None, 1
         self.attempts, self.delay, self.retry_on_error = 1, 1.0, True
         self.depends_on = []
@@ -373,7 +430,7 @@ class Playbook:
 
 _TOP_KEYS = ("name", "templating", "vars", "tasks")
 _TASK_KEYS = ("name", "type", "params", "register", "stream_input", "ignore_errors",
-              "when", "loop", "loop_control", "retry", "depends_on", "timeout")
+              "when", "loop", "loop_control", "retry", "depends_on", "timeout", "no_log")
 _LOOP_KEYS = ("parallel", "loop_var", "index_var")
 _RETRY_KEYS = ("attempts", "delay", "on_error")
 
@@ -410,6 +467,8 @@ class _Loader:
 
     def __init__(self, doc, cli_vars, modules_dirs):
         self.doc, self.cli_vars = doc, cli_vars
+        for name, value in cli_vars.items():
+            _secrets.add_named(name, value)
         self.playbook_dir = (os.path.dirname(os.path.abspath(doc.file)) if doc.file != "<playbook>"
                              else os.getcwd())
         self.registry = _ModuleFinder(modules_dirs)
@@ -450,9 +509,13 @@ class _Loader:
         raw_vars = root.get("vars") or {}
         if "vars" in root:
             self.expect(root, "vars", (dict, type(None)), "a mapping of variables")
+        for key, value in raw_vars.items():     # before any error could echo them
+            _secrets.add_named(key, value)
         tasks = [self.task(i, raw, raw_tasks) for i, raw in enumerate(raw_tasks)]
         self.link(tasks)
         vars = self.render_vars(raw_vars, tasks)
+        for key, value in vars.items():
+            _secrets.add_named(key, value)
         for t in tasks:
             self.check_templates(t, set(vars) | {"_gxo"})
         playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters, self.playbook_dir)
@@ -511,8 +574,9 @@ class _Loader:
                             "(letters, digits and _, not starting with a digit)", t, "register")
         if t.register == "_gxo":
             raise self.fail(raw, "register", "'_gxo' is reserved for gxo's own state", t, "register")
-        if "ignore_errors" in raw:
-            t.ignore_errors = self.expect(raw, "ignore_errors", bool, "true or false", t)
+        for key in ("ignore_errors", "no_log"):
+            if key in raw:
+                setattr(t, key, self.expect(raw, key, bool, "true or false", t))
         if raw.get("when") is not None:
             t.when = self.expect(raw, "when", (str, bool, int, float), "a condition", t)
         if raw.get("loop") is not None:
@@ -1648,7 +1712,17 @@ _TPL_FUNCS = {
     "gt": (lambda a, b: not (_tpl_lt(a, b) or _tpl_eq(a, b)), 2, 2),
     "ge": (lambda a, b: not _tpl_lt(a, b), 2, 2),
     "env": (lambda name: os.environ.get(_tpl_str_arg(name, "name"), ""), 1, 1),
+    "secret": (lambda name: _tpl_secret(_tpl_str_arg(name, "name")), 1, 1),
 }
+
+
+def _tpl_secret(name):
+    """An environment variable's value, masked in everything gxo prints."""
+    value = os.environ.get(name)
+    if value is None:
+        raise _TplFuncError(f"secret: environment variable {name} is not set")
+    _secrets.add(value)
+    return value
 
 
 # -- templates: printf
@@ -2064,7 +2138,7 @@ class _TplCompiler:
                                         f"want {want}, got {count}")
         vals = []
         for i, a in enumerate(args):
-            string_param = i == 0 and name in ("printf", "env")
+            string_param = i == 0 and name in ("printf", "env", "secret")
             if isinstance(a, _LiteralNode) and (
                     a.src == "nil" or string_param and not isinstance(a.value, str)):
                 if a.src == "nil" and name in ("print", "printf", "println") and not string_param:
@@ -2640,8 +2714,8 @@ def copy_record(value):
 class _ErrorSink:
     """The ``errors`` channel of a task: logs and counts record errors."""
 
-    def __init__(self, task, log):
-        self.task, self.log, self.count = task, log, 0
+    def __init__(self, task, log, hide=False):
+        self.task, self.log, self.count, self._hide = task, log, 0, hide
         self._lock = threading.Lock()
 
     def put(self, error):
@@ -2649,7 +2723,8 @@ class _ErrorSink:
             error = RecordProcessingError(self.task, None, error)
         with self._lock:
             self.count += 1
-        self.log.error(f"[RECORD_ERROR] task={error.task} item={error.item!r} cause={error.cause}")
+        what = _HIDDEN if self._hide else f"item={error.item!r} cause={error.cause}"
+        self.log.error(f"[RECORD_ERROR] task={error.task} {what}")
 
 
 # ---------------------------------------------------------------- DAG
@@ -2975,6 +3050,7 @@ class Logger:
     def log(self, level, message, hold=False):
         if level < self.level:
             return
+        message = _secrets.mask(message)
         now = time.time()
         second = int(now)
         if second != self._second:      # strftime once a second, not once a line
@@ -3009,15 +3085,23 @@ class Logger:
         self.log(40, message)
 
 
-class _TaskLog(Logger):
-    """A logger that prefixes each line with the task's name."""
+_HIDDEN = "details hidden (no_log)"
 
-    def __init__(self, logger, name):
+
+class _TaskLog(Logger):
+    """A logger that prefixes each line with the task's name.
+
+    A ``no_log`` task's lines say only that they were hidden: modules and the
+    runner write params, output and reasons into them.
+    """
+
+    def __init__(self, logger, name, hide=False):
         self.level, self._logger, self._prefix = logger.level, logger, f"[{name}] "
+        self._hide = hide
 
     def log(self, level, message):
         if level >= self.level:
-            self._logger.log(level, self._prefix + message)
+            self._logger.log(level, self._prefix + (_HIDDEN if self._hide else message))
 
 
 # ---------------------------------------------------------------- task context
@@ -3444,7 +3528,7 @@ class Engine:
         jobs = []
         for i in members:
             t = pb.tasks[i]
-            ctx = TaskContext(t.key, _TaskLog(self.log, t.key), self.dry_run,
+            ctx = TaskContext(t.key, _TaskLog(self.log, t.key, t.no_log), self.dry_run,
                               self.state.reader, pb.delimiters)
             input = inputs.get(i)
             self.running[i] = ctx
@@ -3480,7 +3564,7 @@ class Engine:
             timer = threading.Timer(t.timeout, ctx.cancel, (f"timed out after {_seconds(t.timeout)}",))
             timer.daemon = True
             timer.start()
-        errors = _ErrorSink(t.key, self.log)
+        errors = _ErrorSink(t.key, self.log, t.no_log)
         try:
             result.status, result.reason, summary = _Runner(
                 self, t, ctx, result, input, outputs, errors).run()
@@ -3497,6 +3581,8 @@ class Engine:
                 timer.cancel()
             if input is not None:
                 input.detach()
+            if t.no_log and result.status == FAILED and not ctx.cancelled:
+                result.reason = _HIDDEN
             result.record_errors = errors.count
             result.duration = time.monotonic() - begin
 
@@ -3720,7 +3806,7 @@ def main(argv=None):
     try:
         playbook = load_playbook(opts["playbook"], opts["var"], modules_dirs=opts["modules-dir"])
     except PlaybookError as e:
-        sys.stderr.write(f"gxo: {e}\n")
+        sys.stderr.write(f"gxo: {_secrets.mask(str(e))}\n")
         return 2
     except KeyboardInterrupt:
         return 130
