@@ -41,8 +41,9 @@ try:
 except ImportError:                             # pragma: no cover (not CPython)
     from queue import SimpleQueue
 
-if __name__ == "__main__":
-    # Modules do 'import gxo': let that find this very module, not a second copy.
+if __name__ != "gxo":
+    # Modules do 'import gxo': let that find this very module (run as a script,
+    # with -m, or vendored as pkg.gxo), not a second copy.
     sys.modules.setdefault("gxo", sys.modules[__name__])
 
 COMPLETED, FAILED, SKIPPED = "Completed", "Failed", "Skipped"
@@ -2726,19 +2727,28 @@ def _cycle_text(edges, tasks):
 # ---------------------------------------------------------------- modules
 
 _MODULES = {}                   # module type name -> factory
+# The built-in modules' package sits next to this file: vendored as pkg.gxo, it is
+# pkg.gxo_modules, so two copies of gxo in one process keep their own modules.
+_PACKAGE = (__spec__.parent + "." if __spec__ is not None and __spec__.parent else "") + "gxo_modules"
+_USER_FILES = set()             # module files from modules folders imported so far
 
 
 def register(name, factory=None):
     """Register a module factory (usually a Module subclass) under a type name.
 
     Use as ``register("name", Factory)`` or as a class decorator
-    ``@register("name")``.  A name can be registered once.
+    ``@register("name")``.  A name can be registered once; a module file
+    that registers a built-in type's name is an error (GxoError).
     """
     def add(factory):
         old = _MODULES.get(name)
         if old is not None and (old.__module__, old.__qualname__) != (
                 factory.__module__, factory.__qualname__):
-            raise ValueError(f"module type '{name}' is already registered by {old.__module__}")
+            where = getattr(sys.modules.get(old.__module__), "__file__", None) or old.__module__
+            if old.__module__.rpartition(".")[0].rpartition(".")[2] == "gxo_modules":
+                raise GxoError(f"module type '{name}' is built in ({where}): a module cannot "
+                               "replace it; pick another name")
+            raise GxoError(f"module type '{name}' is already registered by {where}")
         _MODULES[name] = factory
         return factory
     return add if factory is None else add(factory)
@@ -2751,10 +2761,13 @@ class Module:
     ``perform`` receives; gxo calls it before anything runs (on the raw
     params, to catch mistakes early) and again on the rendered params.
     ``raw_params`` names params that gxo must not render (the module renders
-    them itself, for instance once per record).
+    them itself, for instance once per record).  ``supports_dry_run`` says
+    that ``perform`` honours ``ctx.dry_run`` (changes nothing then); in a
+    dry run gxo calls no other module, it logs what would run.
     """
 
     raw_params = ()
+    supports_dry_run = False
 
     def parse_params(self, params):
         return params.all()
@@ -2773,57 +2786,121 @@ class Module:
 
 
 class _ModuleFinder:
-    """Finds module types: registered, gxo_modules/NAME.py, or DIR/NAME.py."""
+    """Finds module types: registered ones, then in NAME.py, then in any module file.
+
+    Module files are the built-in package (next to this file, a folder or
+    inside a zip, else an installed one) and the .py files of the modules
+    folders (-modules-dir, then $GXO_MODULES_PATH).  A file may register any
+    types under any names; a type that NAME.py does not register is looked
+    for by importing every file, once.
+    """
 
     def __init__(self, dirs=()):
         env = os.environ.get("GXO_MODULES_PATH", "")
-        self.dirs = [os.fspath(d) for d in dirs] + [d for d in env.split(os.pathsep) if d]
+        self.dirs = ([(os.fspath(d), "-modules-dir") for d in dirs]
+                     + [(d, "GXO_MODULES_PATH") for d in env.split(os.pathsep) if d])
+        for d, source in self.dirs:
+            if not os.path.isdir(d):
+                raise PlaybookError(f"{source} {d}: no such folder")
 
     def find(self, name):
-        if name not in _MODULES and _IDENT_RE.match(name):
-            self._import(name)
+        if _IDENT_RE.match(name):
+            if name not in _MODULES:
+                self._builtin(name)
+            for d, _ in self.dirs:      # even for a known type: a user file may clash with it
+                self._user_file(os.path.join(d, name + ".py"))
         if name not in _MODULES:
-            known = sorted(set(_MODULES) | set(self._available()))
+            self._all_files()
+        if name not in _MODULES:
+            known = sorted(_MODULES)
             raise PlaybookError(f"unknown module type '{name}'" + _suggest(name, known)
-                                + f"; available: {', '.join(known)}")
+                                + f"; known types: {', '.join(known)}")
         return _MODULES[name]
 
-    def _package_dir(self):
-        try:
-            import gxo_modules
-        except ImportError:
-            here = os.path.dirname(os.path.abspath(__file__))
-            raise PlaybookError("cannot find the gxo_modules package: keep the gxo_modules/ "
-                                f"folder next to gxo.py (looked in {here}) or install gxo "
-                                "with pip") from None
-        return os.path.dirname(gxo_modules.__file__)
-
-    def _available(self):
-        names = []
-        for d in [self._package_dir()] + self.dirs:
+    def _package(self):
+        pkg = sys.modules.get(_PACKAGE)
+        if pkg is not None:
+            return pkg
+        import importlib.machinery
+        import importlib.util
+        here = os.path.dirname(os.path.abspath(__file__))
+        spec = importlib.machinery.PathFinder.find_spec(_PACKAGE, [here])
+        if spec is None:
             try:
-                names += [f[:-3] for f in os.listdir(d) if f.endswith(".py") and f[0] != "_"]
-            except OSError:
-                pass
-        return names
+                return _as_kernel(importlib.import_module, "gxo_modules")
+            except ImportError:
+                raise PlaybookError("cannot find the gxo_modules package: keep the gxo_modules/ "
+                                    f"folder next to gxo.py (looked in {here}) or install gxo "
+                                    "with pip") from None
+        pkg = sys.modules[_PACKAGE] = importlib.util.module_from_spec(spec)
+        try:
+            _as_kernel(spec.loader.exec_module, pkg)
+        except BaseException:
+            del sys.modules[_PACKAGE]
+            raise
+        return pkg
 
-    def _import(self, name):
-        if os.path.exists(os.path.join(self._package_dir(), name + ".py")):
-            import importlib
-            importlib.import_module(f"gxo_modules.{name}")
+    def _builtin(self, name):
+        import importlib
+        module = f"{self._package().__name__}.{name}"
+        try:
+            _as_kernel(importlib.import_module, module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+
+    def _all_builtins(self):
+        import importlib
+        import pkgutil
+        pkg = self._package()
+        for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
+            if not info.name.rpartition(".")[2].startswith("_"):
+                _as_kernel(importlib.import_module, info.name)
+
+    def _all_files(self):
+        self._all_builtins()
+        for d, source in self.dirs:
+            try:
+                files = sorted(os.listdir(d))
+            except OSError as e:
+                raise PlaybookError(f"{source} {d}: cannot read the folder: {e.strerror}") from None
+            for f in files:
+                if f.endswith(".py") and not f.startswith(("_", ".")):
+                    self._user_file(os.path.join(d, f))
+
+    def _user_file(self, path):
+        """Import a module file of a modules folder, once."""
+        path = os.path.abspath(path)
+        if path in _USER_FILES or not os.path.isfile(path):
             return
-        for d in self.dirs:
-            path = os.path.join(d, name + ".py")
-            if os.path.exists(path):
-                import importlib.util
-                spec = importlib.util.spec_from_file_location(f"gxo_user_modules.{name}", path)
-                module = importlib.util.module_from_spec(spec)
-                try:
-                    spec.loader.exec_module(module)
-                except Exception as e:
-                    raise PlaybookError(f"cannot load module '{name}' from {path}: "
-                                        f"{type(e).__name__}: {e}") from None
-                return
+        self._all_builtins()            # so that a clash with a built-in type shows
+        import importlib.util
+        stem = os.path.basename(path)[:-3]
+        name = f"gxo_user_modules.{stem}"
+        for n in itertools.count(2):
+            if name not in sys.modules:
+                break
+            name = f"gxo_user_modules.{stem}_{n}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        try:
+            _as_kernel(spec.loader.exec_module, module)
+        except Exception as e:
+            del sys.modules[name]
+            why = str(e) if isinstance(e, GxoError) else f"{type(e).__name__}: {e}"
+            raise PlaybookError(f"cannot load module file {path}: {why}") from None
+        _USER_FILES.add(path)
+
+
+def _as_kernel(load, *args):
+    """Call load(*args) with 'import gxo' meaning this module, even if another copy is loaded."""
+    saved = sys.modules.get("gxo")
+    sys.modules["gxo"] = sys.modules[__name__]
+    try:
+        return load(*args)
+    finally:
+        if saved is not None:
+            sys.modules["gxo"] = saved
 
 
 _MISSING = object()
@@ -3209,13 +3286,15 @@ class _Runner:
     def call(self, scope):
         """Render params and run the module, retrying as the task says."""
         t, ctx = self.t, self.ctx
-        params = t._params(scope)
+        params = rendered = t._params(scope)
         module = t.module()
         parse = getattr(module, "parse_params", None)
         if parse is not None:
             reader = Params(params, delimiters=self.engine.playbook.delimiters)
             params = parse(reader)
             reader.finish()
+        if ctx.dry_run and not getattr(module, "supports_dry_run", False):
+            return self.dry_run(rendered)
         state = self.engine.state.reader
         attempt = 0
         while True:
@@ -3235,6 +3314,17 @@ class _Runner:
                              f"retrying in {_seconds(t.delay)}")
                 if ctx.wait(t.delay):
                     raise Cancelled(ctx.reason) from None
+
+    def dry_run(self, params):
+        """Stand in for a module that has not said it can dry-run: say what it would do."""
+        text = format_value(params)
+        if len(text) > 500:
+            text = f"{text[:500]}... ({len(text)} characters)"
+        self.ctx.log.info(f"[Dry Run] Would run module '{self.t.type}' with params {text}")
+        if self.input is not None:
+            for _ in self.input:        # drain, so the producer is not reported short
+                pass
+        return {"dry_run": True}
 
     def log_error(self, error, prefix=""):
         if isinstance(error, (GxoError, OSError)) or self.ctx.cancelled:
