@@ -379,11 +379,13 @@ _LOOP_KEYS = ("parallel", "loop_var", "index_var")
 _RETRY_KEYS = ("attempts", "delay", "on_error")
 
 
-def load_playbook(source, vars=None, *, modules_dirs=()):
+def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
     """Load and validate a playbook from a path or from YAML text.
 
-    ``vars`` are the -var overrides.  Raises PlaybookError, naming the file,
-    line, task and field, if anything is wrong; nothing has run by then.
+    ``vars`` are the -var overrides (a string is typed like the var it sets),
+    over the values of ``var_files`` (-var-file: YAML mappings, later ones win).
+    Raises PlaybookError, naming the file, line, task and field, if anything
+    is wrong; nothing has run by then.
     """
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source):
         file = os.fspath(source)
@@ -400,7 +402,8 @@ def load_playbook(source, vars=None, *, modules_dirs=()):
     collecting = gc.isenabled()
     gc.disable()        # loading makes many objects and no garbage: collections are waste
     try:
-        return _Loader(_Document(text, file), dict(vars or {}), modules_dirs).playbook()
+        return _Loader(_Document(text, file), dict(vars or {}), modules_dirs,
+                       var_files).playbook()
     finally:
         if collecting:
             gc.enable()
@@ -409,11 +412,13 @@ def load_playbook(source, vars=None, *, modules_dirs=()):
 class _Loader:
     """Checks a parsed playbook document and builds the Playbook."""
 
-    def __init__(self, doc, cli_vars, modules_dirs):
+    def __init__(self, doc, cli_vars, modules_dirs, var_files=()):
         self.doc, self.cli_vars = doc, cli_vars
         self.playbook_dir = (os.path.dirname(os.path.abspath(doc.file)) if doc.file != "<playbook>"
                              else os.getcwd())
         self.registry = _ModuleFinder(modules_dirs)
+        self.var_files = [d for d in map(_var_file, var_files) if d is not None]
+        self.read = set()           # root names that templates read
 
     def fail(self, container, key, message, task=None, field=None, at_key=False):
         node = (self.doc.key_node(container, key) if at_key
@@ -456,6 +461,7 @@ class _Loader:
         vars = self.render_vars(raw_vars, tasks)
         for t in tasks:
             self.check_templates(t, set(vars) | {"_gxo"})
+        self.check_override_names(raw_vars)
         playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters, self.playbook_dir)
         cycle = _find_cycle(tasks, playbook.pipelines)
         if cycle:
@@ -633,7 +639,8 @@ class _Loader:
                 key = i if container is not raw else "depends_on"
                 producer = self.named(keys, container, key, dep, t, "depends_on")
                 t.needs.add(producer.index)
-        clash = set(registers) & (set(self.doc.root.get("vars") or {}) | set(self.cli_vars))
+        clash = set(registers) & set(self.doc.root.get("vars") or {}).union(
+            self.cli_vars, *(d.root for d in self.var_files))
         if clash:
             name = sorted(clash)[0]
             t = registers[name]
@@ -647,23 +654,31 @@ class _Loader:
         return keys[name]
 
     def render_vars(self, raw_vars, tasks):
-        """Render playbook vars in order; -var values override and come first."""
-        data = dict(self.cli_vars)
-        data["_gxo"] = {"playbook_dir": self.playbook_dir}
-        for name in self.cli_vars:
-            if not isinstance(name, str) or not _IDENT_RE.match(name):
+        """Render playbook vars in order; -var-file and -var values override and come first."""
+        data = {}
+        for doc in self.var_files:
+            for name, value in doc.root.items():
+                if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
+                    raise doc.error(doc.key_node(doc.root, name),
+                                    f"-var-file: '{name}' is not a usable variable name")
+                data[name] = value
+        for name, value in self.cli_vars.items():
+            if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
                 raise PlaybookError(f"-var '{name}': not a usable variable name", file=self.doc.file)
-        known = set(self.cli_vars)
+            data[name] = self.typed_var(name, value, raw_vars) if isinstance(value, str) else value
+        known = set(data)
+        data["_gxo"] = {"playbook_dir": self.playbook_dir}
         for name, value in raw_vars.items():
             if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
                 raise self.fail(raw_vars, name, f"'{name}' is not a usable variable name",
                                 field=f"vars.{name}", at_key=True)
-            if name in self.cli_vars:
+            if name in known:
                 continue
             try:
                 compiled = _compile_value(value, self.delimiters)
                 for path in compiled.variables:
                     root = path.split(".", 1)[0]
+                    self.read.add(root)
                     if root == "_gxo" and path != "_gxo.playbook_dir":
                         raise self.fail(raw_vars, name, f"vars can read only _gxo.playbook_dir, "
                                         f"not {path}: vars are rendered before any task runs",
@@ -681,6 +696,44 @@ class _Loader:
             known.add(name)
         del data["_gxo"]
         return {k: _freeze(v) for k, v in data.items()}
+
+    def typed_var(self, name, text, raw_vars):
+        """A -var's text as a value of the declared var's type (text if undeclared)."""
+        declared = raw_vars.get(name)
+        if name not in raw_vars or declared is None or isinstance(declared, str):
+            # Undeclared: a YAML list or mapping if it reads as one (-var 'hosts=[a, b]').
+            if name in raw_vars or not text.startswith(("[", "{")):
+                return text
+            value = _yaml_value(text, name)
+            return value if isinstance(value, (list, dict)) else text
+        kind = type(declared)
+        if kind in (list, dict):
+            value = _yaml_value(text, name)
+        else:
+            value = _plain_scalar(text.strip()) if text.strip() else None
+            if kind is float and type(value) is int:
+                value = float(value)
+        if type(value) is not kind:
+            what = {bool: "true or false", int: "an integer", float: "a number",
+                    list: "a YAML list, like [a, b]", dict: "a YAML mapping, like {k: v}"}[kind]
+            raise self.fail(raw_vars, name, f"-var {name}: expected {what} (the type of the "
+                            f"declared value), got {_describe(text)}", field=f"vars.{name}")
+        return value
+
+    def check_override_names(self, raw_vars):
+        """A -var or -var-file key names a declared var or one that a template reads."""
+        known = self.read | set(raw_vars)
+        for doc in self.var_files:
+            for name in doc.root:
+                if name not in known:
+                    raise doc.error(doc.key_node(doc.root, name), f"-var-file: the playbook has no "
+                                    f"variable '{name}' (in vars or read by a template)"
+                                    + _suggest(name, known))
+        for name in self.cli_vars:
+            if name not in known:
+                raise PlaybookError(f"-var {name}: the playbook has no variable '{name}' (in vars "
+                                    "or read by a template)" + _suggest(name, known),
+                                    file=self.doc.file)
 
     def check_templates(self, t, defined):
         """Every variable a template reads must exist; references become edges."""
@@ -700,6 +753,7 @@ class _Loader:
                 per_record = field == "params" and _path_parts(path)[1] in raw_keys
                 for var in sorted(compile_template(text, self.delimiters).variables):
                     parts = var.split(".")
+                    self.read.add(parts[0])
                     if parts[0] == "_gxo":
                         self.check_status_path(t, parts, container, key, path)
                         continue
@@ -735,6 +789,36 @@ class _Loader:
                 raise self.fail(container, key, f"_gxo.tasks.{name} has only 'status', not "
                                 f"'{parts[3]}'", t, field)
             t.needs.add(self.task_keys[name].index)
+
+
+def _yaml_value(text, name):
+    """A -var's text read as YAML, or None if it is not valid YAML."""
+    try:
+        return _Document(text, f"-var {name}").root
+    except PlaybookError:
+        return None
+
+
+def _var_file(path):
+    """Read a -var-file: a YAML mapping of variable names to typed values (None if empty)."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise PlaybookError(f"-var-file: cannot read it: {e.strerror}", file=path) from None
+    except UnicodeDecodeError:
+        raise PlaybookError("-var-file: not UTF-8 text", file=path) from None
+    try:
+        doc = _Document(text, path)
+    except PlaybookError as e:
+        if e.line is None and e.message.endswith("is empty"):
+            return None             # nothing but comments: no values
+        raise
+    if not isinstance(doc.root, dict):
+        raise doc.error(doc.node(doc.root), "-var-file: expected a mapping of variable names "
+                        f"to values, got {_describe(doc.root)}")
+    return doc
 
 
 def _strings(value, path, container, key):
@@ -3694,12 +3778,12 @@ def _stop_streams(ctx, name, input, outputs):
 
 def run_playbook(source, vars=None, *, dry_run=False, concurrency=None,
                  channel_buffer_size=100, log_level="INFO", log_stream=None,
-                 modules_dirs=()):
+                 modules_dirs=(), var_files=()):
     """Load a playbook (path or YAML text), run it and return its RunResult.
 
     Raises PlaybookError if the playbook is invalid (nothing has run then).
     """
-    playbook = load_playbook(source, vars, modules_dirs=modules_dirs)
+    playbook = load_playbook(source, vars, modules_dirs=modules_dirs, var_files=var_files)
     engine = Engine(playbook, dry_run=dry_run, concurrency=concurrency,
                     channel_buffer_size=channel_buffer_size,
                     logger=Logger(log_level, log_stream))
@@ -3712,8 +3796,10 @@ _USAGE = """\
 usage: gxo -playbook FILE [flags]
 
   -playbook FILE             the playbook to run (required)
-  -var key=value             set a variable (repeatable; overrides the playbook's vars);
-                             the value is text, or a YAML list/mapping: -var 'hosts=[a, b]'
+  -var key=value             set a variable (repeatable; overrides the playbook's vars and
+                             every -var-file); typed like the var in the playbook's vars:
+                             -var replicas=3, -var 'hosts=[a, b]', -var 'msg=[WIP] x'
+  -var-file FILE             set variables from a YAML mapping (repeatable, later files win)
   -dry-run                   log what would run, change nothing
   -log-level LEVEL           DEBUG, INFO, WARN or ERROR (default INFO)
   -concurrency N             most tasks running at once (default {concurrency})
@@ -3728,6 +3814,7 @@ exit codes: 0 success, 1 a task failed, 2 invalid usage or playbook,
 
 _FLAGS = {"playbook": "str", "var": "list", "dry-run": "bool", "log-level": "str",
           "concurrency": "int", "channel-buffer-size": "int", "modules-dir": "list",
+          "var-file": "list",
           "version": "bool", "h": "bool", "help": "bool"}
 
 
@@ -3737,7 +3824,7 @@ class _UsageError(Exception):
 
 def _parse_args(argv):
     """Parse Go-style flags: -flag value, -flag=value, --flag; bools take no value."""
-    opts = {"var": [], "modules-dir": []}
+    opts = {"var": [], "var-file": [], "modules-dir": []}
     args = list(argv)
     positional = []
     while args:
@@ -3781,12 +3868,7 @@ def _parse_args(argv):
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise _UsageError(f"-var needs key=value, got {item!r}")
-        if value.startswith(("[", "{")):        # a list or mapping, in YAML flow style
-            try:
-                value = _Document(value, f"-var {key}").root
-            except PlaybookError as e:
-                raise _UsageError(str(e)) from None
-        variables[key] = value
+        variables[key] = value              # text: the loader types it by the declared var
     opts["var"] = variables
     return opts
 
@@ -3808,7 +3890,8 @@ def main(argv=None):
         sys.stderr.write(f"gxo: {e}\n\n" + _USAGE.format(concurrency=_default_concurrency()))
         return 2
     try:
-        playbook = load_playbook(opts["playbook"], opts["var"], modules_dirs=opts["modules-dir"])
+        playbook = load_playbook(opts["playbook"], opts["var"], modules_dirs=opts["modules-dir"],
+                                 var_files=opts["var-file"])
     except PlaybookError as e:
         sys.stderr.write(f"gxo: {e}\n")
         return 2

@@ -1,5 +1,7 @@
 """Loading and validation: YAML 1.2 typing, positions, every static check."""
 
+import re
+
 import pytest
 
 import gxo
@@ -278,3 +280,39 @@ def test_error_classes_read_well():
     for cls in (gxo.PlaybookError, gxo.ParamError, gxo.TaskError, gxo.Cancelled,
                 gxo.RecordProcessingError, gxo.TemplateSyntaxError, gxo.TemplateRenderError):
         assert issubclass(cls, gxo.GxoError)
+
+
+# -- overrides: vars= (-var) and var_files= (-var-file)
+
+def test_string_vars_from_python_are_typed_like_the_declared_vars(load, tmp_path):
+    text = """
+        name: x
+        vars: {replicas: 1, hosts: [a], msg: hi, when_: "<< .msg >>"}
+        tasks: [{type: fake, params: {result: "<< .replicas >><< .hosts >><< .msg >><< .when_ >>"}}]
+    """
+    pb = load(text, vars={"replicas": "3", "hosts": "[b, c]", "msg": "[WIP] x", "when_": "7"})
+    assert pb.vars == {"replicas": 3, "hosts": ["b", "c"], "msg": "[WIP] x", "when_": "7"}
+    pb = load(text, vars={"replicas": 2.5, "hosts": ["t"]})      # not text: taken as given
+    assert pb.vars["replicas"] == 2.5 and pb.vars["hosts"] == ["t"]
+    (tmp_path / "v.yml").write_text("replicas: '4'\nmsg: 5\n")
+    pb = load(text, var_files=[tmp_path / "v.yml"], vars={"msg": "6"})
+    assert pb.vars["replicas"] == "4" and pb.vars["msg"] == "6"   # file values keep their YAML type
+
+
+def test_override_names(load):
+    text = "name: x\nvars: {a: 1}\ntasks: [{type: fake, params: {result: '<< .b >>'}}]\n"
+    assert load(text, vars={"a": "2", "b": "3"}).vars == {"a": 2, "b": "3"}
+    for name, message in [("_gxo", "-var '_gxo': not a usable variable name"),
+                          ("c", "-var c: the playbook has no variable 'c' (in vars or read by a "
+                                "template)")]:
+        with pytest.raises(gxo.PlaybookError, match=re.escape(message)):
+            load(text, vars={name: "1", "b": "3"})
+
+
+def test_var_file_can_be_empty_or_a_registered_name_clashes(load, tmp_path):
+    (tmp_path / "empty.yml").write_text("")
+    (tmp_path / "clash.yml").write_text("out: 1\n")
+    text = "name: x\ntasks: [{type: fake, register: out}, {type: fake, params: {result: '<< .out >>'}}]\n"
+    assert load(text, var_files=[tmp_path / "empty.yml"]).vars == {}
+    with pytest.raises(gxo.PlaybookError, match="register key 'out' is also a playbook variable"):
+        load(text, var_files=[tmp_path / "clash.yml"])
