@@ -2830,12 +2830,16 @@ def register(name, factory=None):
                 factory.__module__, factory.__qualname__):
             where = getattr(sys.modules.get(old.__module__), "__file__", None) or old.__module__
             if old.__module__.rpartition(".")[0].rpartition(".")[2] == "gxo_modules":
-                raise GxoError(f"module type '{name}' is built in ({where}): a module cannot "
-                               "replace it; pick another name")
+                raise _builtin_clash(name, where)
             raise GxoError(f"module type '{name}' is already registered by {where}")
         _MODULES[name] = factory
         return factory
     return add if factory is None else add(factory)
+
+
+def _builtin_clash(name, where):
+    return GxoError(f"module type '{name}' is built in ({where}): a module cannot replace it; "
+                    "pick another name")
 
 
 class Module:
@@ -2886,8 +2890,11 @@ class _ModuleFinder:
         for d, source in self.dirs:
             if not os.path.isdir(d):
                 raise PlaybookError(f"{source} {d}: no such folder")
+        self.found = {}             # type name -> factory, for this playbook's many tasks
 
     def find(self, name):
+        if name in self.found:
+            return self.found[name]
         if _IDENT_RE.match(name):
             if name not in _MODULES:
                 self._builtin(name)
@@ -2899,7 +2906,8 @@ class _ModuleFinder:
             known = sorted(_MODULES)
             raise PlaybookError(f"unknown module type '{name}'" + _suggest(name, known)
                                 + f"; known types: {', '.join(known)}")
-        return _MODULES[name]
+        factory = self.found[name] = _MODULES[name]
+        return factory
 
     def _package(self):
         pkg = sys.modules.get(_PACKAGE)
@@ -2957,7 +2965,6 @@ class _ModuleFinder:
         path = os.path.abspath(path)
         if path in _USER_FILES or not os.path.isfile(path):
             return
-        self._all_builtins()            # so that a clash with a built-in type shows
         import importlib.util
         stem = os.path.basename(path)[:-3]
         name = f"gxo_user_modules.{stem}"
@@ -2967,9 +2974,19 @@ class _ModuleFinder:
             name = f"gxo_user_modules.{stem}_{n}"
         spec = importlib.util.spec_from_file_location(name, path)
         module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        before = set(_MODULES)
         try:
             _as_kernel(spec.loader.exec_module, module)
+            # A built-in type already imported refused the name in register();
+            # one not imported yet is found by its file name.
+            for new in sorted(set(_MODULES) - before):
+                builtin = _IDENT_RE.match(new) and importlib.util.find_spec(
+                    f"{self._package().__name__}.{new}")
+                if builtin:
+                    raise _builtin_clash(new, builtin.origin)
         except Exception as e:
+            for new in set(_MODULES) - before:
+                del _MODULES[new]
             del sys.modules[name]
             why = str(e) if isinstance(e, GxoError) else f"{type(e).__name__}: {e}"
             raise PlaybookError(f"cannot load module file {path}: {why}") from None

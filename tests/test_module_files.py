@@ -98,6 +98,20 @@ def test_a_user_file_cannot_shadow_a_built_in_type(cli, tmp_path):
         tasks: [{name: l, type: mine}]
     """, env={"GXO_MODULES_PATH": str(mods)})
     assert r.returncode == 2 and "module type 'log' is built in" in r.stderr
+    # A built-in not imported yet is recognised by its file name.
+    write(mods, {"mine.py": """
+        import gxo
+
+        for name in ("mine", "write_file"):
+            gxo.register(name, type(name, (gxo.Module,), {}))
+    """})
+    r = cli("-modules-dir", str(mods), playbook="""
+        name: mods
+        tasks: [{name: m, type: mine}]
+    """)
+    assert r.returncode == 2
+    assert (f"cannot load module file {mods / 'mine.py'}: module type 'write_file' is built in "
+            f"({ROOT / 'gxo_modules' / 'write_file.py'}): a module cannot replace it") in r.stderr
 
 
 def test_two_files_registering_one_type(tmp_path, load):
