@@ -204,8 +204,9 @@ class _Document:
         try:
             import yaml
         except ImportError:
-            raise PlaybookError("gxo needs PyYAML to read playbooks: python -m pip install pyyaml",
-                                file=self.file) from None
+            raise PlaybookError("gxo needs PyYAML to read playbooks: apt install python3-yaml, "
+                                "dnf install python3-pyyaml, python3 -m pip install pyyaml, or "
+                                "use gxo.pyz (it brings its own)", file=self.file) from None
         base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
         class Composer(base):
