@@ -2814,7 +2814,7 @@ def _cycle_text(edges, tasks):
 _MODULES = {}                   # module type name -> factory
 # The built-in modules' package sits next to this file: vendored as pkg.gxo, it is
 # pkg.gxo_modules, so two copies of gxo in one process keep their own modules.
-_PACKAGE = (__spec__.parent + "." if __spec__ is not None and __spec__.parent else "") + "gxo_modules"
+_PACKAGE = (__spec__.parent + "." if __spec__ and __spec__.parent else "") + "gxo_modules"
 _USER_FILES = set()             # module files from modules folders imported so far
 
 
@@ -2925,6 +2925,8 @@ class _ModuleFinder:
                 raise PlaybookError("cannot find the gxo_modules package: keep the gxo_modules/ "
                                     f"folder next to gxo.py (looked in {here}) or install gxo "
                                     "with pip") from None
+        if not hasattr(spec.loader, "exec_module"):     # zipimport before 3.10; the zip
+            return _as_kernel(importlib.import_module, _PACKAGE)    # is on sys.path then
         pkg = sys.modules[_PACKAGE] = importlib.util.module_from_spec(spec)
         try:
             _as_kernel(spec.loader.exec_module, pkg)

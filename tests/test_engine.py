@@ -365,14 +365,18 @@ def test_dry_run_calls_no_module_that_does_not_support_it(run):
             loop: [1, 2]
             params: {result: "<< .item >> for << .who >>", fail: boom}
             register: out
-    """, dry_run=True, channel_buffer_size=10)
+          - {name: long, type: fake, params: {result: "%s"}}
+    """ % ("x" * 600), dry_run=True, channel_buffer_size=10)
     assert r.ok, r.log
     assert mockmods.calls == []                 # neither fake nor sink ran
     assert r.state["out"] == [{"dry_run": True}, {"dry_run": True}]
-    assert """[t] [Dry Run] Would run module 'fake' with params {"result":"1 for ops","fail":"boom"}""" in r.log
-    assert """[t] [Dry Run] Would run module 'fake' with params {"result":"2 for ops","fail":"boom"}""" in r.log
-    assert "[eat] [Dry Run] Would run module 'sink' with params {}" in r.log
+    would = "[Dry Run] Would run module"
+    assert f"""[t] {would} 'fake' with params {{"result":"1 for ops","fail":"boom"}}""" in r.log
+    assert f"""[t] {would} 'fake' with params {{"result":"2 for ops","fail":"boom"}}""" in r.log
+    assert f"[eat] {would} 'sink' with params {{}}" in r.log
     assert "not delivered" not in r.log         # the stand-in read the stream to its end
+    assert f"""[long] {would} 'fake' with params {{"result":"{'x' * 489}... (613 characters)\n""" \
+        in r.log
 
 
 def test_state_is_read_only_for_modules(run):

@@ -268,7 +268,8 @@ def test_dry_run_never_calls_a_module_that_does_not_support_it(cli, tmp_path):
     """
     r = cli("-dry-run", "-modules-dir", str(mods), playbook=pb)
     assert r.returncode == 0, r.stderr
-    assert """[go] [Dry Run] Would run module 'rocket' with params {"target":"the moon"}""" in r.stderr
+    assert "[go] [Dry Run] Would run module 'rocket' with params {\"target\":\"the moon\"}" \
+        in r.stderr
     assert not marker.exists()
     r = cli("-modules-dir", str(mods), playbook=pb)
     assert r.returncode == 0 and marker.read_text() == "the moon"
