@@ -41,8 +41,9 @@ try:
 except ImportError:                             # pragma: no cover (not CPython)
     from queue import SimpleQueue
 
-if __name__ == "__main__":
-    # Modules do 'import gxo': let that find this very module, not a second copy.
+if __name__ != "gxo":
+    # Modules do 'import gxo': let that find this very module (run as a script,
+    # with -m, or vendored as pkg.gxo), not a second copy.
     sys.modules.setdefault("gxo", sys.modules[__name__])
 
 COMPLETED, FAILED, SKIPPED = "Completed", "Failed", "Skipped"
@@ -260,8 +261,9 @@ class _Document:
         try:
             import yaml
         except ImportError:
-            raise PlaybookError("gxo needs PyYAML to read playbooks: python -m pip install pyyaml",
-                                file=self.file) from None
+            raise PlaybookError("gxo needs PyYAML to read playbooks: apt install python3-yaml, "
+                                "dnf install python3-pyyaml, python3 -m pip install pyyaml, or "
+                                "use gxo.pyz (it brings its own)", file=self.file) from None
         base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
         class Composer(base):
@@ -435,11 +437,13 @@ _LOOP_KEYS = ("parallel", "loop_var", "index_var")
 _RETRY_KEYS = ("attempts", "delay", "on_error")
 
 
-def load_playbook(source, vars=None, *, modules_dirs=()):
+def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
     """Load and validate a playbook from a path or from YAML text.
 
-    ``vars`` are the -var overrides.  Raises PlaybookError, naming the file,
-    line, task and field, if anything is wrong; nothing has run by then.
+    ``vars`` are the -var overrides (a string is typed like the var it sets),
+    over the values of ``var_files`` (-var-file: YAML mappings, later ones win).
+    Raises PlaybookError, naming the file, line, task and field, if anything
+    is wrong; nothing has run by then.
     """
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source):
         file = os.fspath(source)
@@ -456,7 +460,8 @@ def load_playbook(source, vars=None, *, modules_dirs=()):
     collecting = gc.isenabled()
     gc.disable()        # loading makes many objects and no garbage: collections are waste
     try:
-        return _Loader(_Document(text, file), dict(vars or {}), modules_dirs).playbook()
+        return _Loader(_Document(text, file), dict(vars or {}), modules_dirs,
+                       var_files).playbook()
     finally:
         if collecting:
             gc.enable()
@@ -465,13 +470,15 @@ def load_playbook(source, vars=None, *, modules_dirs=()):
 class _Loader:
     """Checks a parsed playbook document and builds the Playbook."""
 
-    def __init__(self, doc, cli_vars, modules_dirs):
+    def __init__(self, doc, cli_vars, modules_dirs, var_files=()):
         self.doc, self.cli_vars = doc, cli_vars
         for name, value in cli_vars.items():
             _secrets.add_named(name, value)
         self.playbook_dir = (os.path.dirname(os.path.abspath(doc.file)) if doc.file != "<playbook>"
                              else os.getcwd())
         self.registry = _ModuleFinder(modules_dirs)
+        self.var_files = [d for d in map(_var_file, var_files) if d is not None]
+        self.read = set()           # root names that templates read
 
     def fail(self, container, key, message, task=None, field=None, at_key=False):
         node = (self.doc.key_node(container, key) if at_key
@@ -518,6 +525,7 @@ class _Loader:
             _secrets.add_named(key, value)
         for t in tasks:
             self.check_templates(t, set(vars) | {"_gxo"})
+        self.check_override_names(raw_vars)
         playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters, self.playbook_dir)
         cycle = _find_cycle(tasks, playbook.pipelines)
         if cycle:
@@ -696,7 +704,8 @@ class _Loader:
                 key = i if container is not raw else "depends_on"
                 producer = self.named(keys, container, key, dep, t, "depends_on")
                 t.needs.add(producer.index)
-        clash = set(registers) & (set(self.doc.root.get("vars") or {}) | set(self.cli_vars))
+        clash = set(registers) & set(self.doc.root.get("vars") or {}).union(
+            self.cli_vars, *(d.root for d in self.var_files))
         if clash:
             name = sorted(clash)[0]
             t = registers[name]
@@ -710,23 +719,31 @@ class _Loader:
         return keys[name]
 
     def render_vars(self, raw_vars, tasks):
-        """Render playbook vars in order; -var values override and come first."""
-        data = dict(self.cli_vars)
-        data["_gxo"] = {"playbook_dir": self.playbook_dir}
-        for name in self.cli_vars:
-            if not isinstance(name, str) or not _IDENT_RE.match(name):
+        """Render playbook vars in order; -var-file and -var values override and come first."""
+        data = {}
+        for doc in self.var_files:
+            for name, value in doc.root.items():
+                if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
+                    raise doc.error(doc.key_node(doc.root, name),
+                                    f"-var-file: '{name}' is not a usable variable name")
+                data[name] = value
+        for name, value in self.cli_vars.items():
+            if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
                 raise PlaybookError(f"-var '{name}': not a usable variable name", file=self.doc.file)
-        known = set(self.cli_vars)
+            data[name] = self.typed_var(name, value, raw_vars) if isinstance(value, str) else value
+        known = set(data)
+        data["_gxo"] = {"playbook_dir": self.playbook_dir}
         for name, value in raw_vars.items():
             if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
                 raise self.fail(raw_vars, name, f"'{name}' is not a usable variable name",
                                 field=f"vars.{name}", at_key=True)
-            if name in self.cli_vars:
+            if name in known:
                 continue
             try:
                 compiled = _compile_value(value, self.delimiters)
                 for path in compiled.variables:
                     root = path.split(".", 1)[0]
+                    self.read.add(root)
                     if root == "_gxo" and path != "_gxo.playbook_dir":
                         raise self.fail(raw_vars, name, f"vars can read only _gxo.playbook_dir, "
                                         f"not {path}: vars are rendered before any task runs",
@@ -744,6 +761,44 @@ class _Loader:
             known.add(name)
         del data["_gxo"]
         return {k: _freeze(v) for k, v in data.items()}
+
+    def typed_var(self, name, text, raw_vars):
+        """A -var's text as a value of the declared var's type (text if undeclared)."""
+        declared = raw_vars.get(name)
+        if name not in raw_vars or declared is None or isinstance(declared, str):
+            # Undeclared: a YAML list or mapping if it reads as one (-var 'hosts=[a, b]').
+            if name in raw_vars or not text.startswith(("[", "{")):
+                return text
+            value = _yaml_value(text, name)
+            return value if isinstance(value, (list, dict)) else text
+        kind = type(declared)
+        if kind in (list, dict):
+            value = _yaml_value(text, name)
+        else:
+            value = _plain_scalar(text.strip()) if text.strip() else None
+            if kind is float and type(value) is int:
+                value = float(value)
+        if type(value) is not kind:
+            what = {bool: "true or false", int: "an integer", float: "a number",
+                    list: "a YAML list, like [a, b]", dict: "a YAML mapping, like {k: v}"}[kind]
+            raise self.fail(raw_vars, name, f"-var {name}: expected {what} (the type of the "
+                            f"declared value), got {_describe(text)}", field=f"vars.{name}")
+        return value
+
+    def check_override_names(self, raw_vars):
+        """A -var or -var-file key names a declared var or one that a template reads."""
+        known = self.read | set(raw_vars)
+        for doc in self.var_files:
+            for name in doc.root:
+                if name not in known:
+                    raise doc.error(doc.key_node(doc.root, name), f"-var-file: the playbook has no "
+                                    f"variable '{name}' (in vars or read by a template)"
+                                    + _suggest(name, known))
+        for name in self.cli_vars:
+            if name not in known:
+                raise PlaybookError(f"-var {name}: the playbook has no variable '{name}' (in vars "
+                                    "or read by a template)" + _suggest(name, known),
+                                    file=self.doc.file)
 
     def check_templates(self, t, defined):
         """Every variable a template reads must exist; references become edges."""
@@ -763,6 +818,7 @@ class _Loader:
                 per_record = field == "params" and _path_parts(path)[1] in raw_keys
                 for var in sorted(compile_template(text, self.delimiters).variables):
                     parts = var.split(".")
+                    self.read.add(parts[0])
                     if parts[0] == "_gxo":
                         self.check_status_path(t, parts, container, key, path)
                         continue
@@ -798,6 +854,36 @@ class _Loader:
                 raise self.fail(container, key, f"_gxo.tasks.{name} has only 'status', not "
                                 f"'{parts[3]}'", t, field)
             t.needs.add(self.task_keys[name].index)
+
+
+def _yaml_value(text, name):
+    """A -var's text read as YAML, or None if it is not valid YAML."""
+    try:
+        return _Document(text, f"-var {name}").root
+    except PlaybookError:
+        return None
+
+
+def _var_file(path):
+    """Read a -var-file: a YAML mapping of variable names to typed values (None if empty)."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise PlaybookError(f"-var-file: cannot read it: {e.strerror}", file=path) from None
+    except UnicodeDecodeError:
+        raise PlaybookError("-var-file: not UTF-8 text", file=path) from None
+    try:
+        doc = _Document(text, path)
+    except PlaybookError as e:
+        if e.line is None and e.message.endswith("is empty"):
+            return None             # nothing but comments: no values
+        raise
+    if not isinstance(doc.root, dict):
+        raise doc.error(doc.node(doc.root), "-var-file: expected a mapping of variable names "
+                        f"to values, got {_describe(doc.root)}")
+    return doc
 
 
 def _strings(value, path, container, key):
@@ -2801,22 +2887,35 @@ def _cycle_text(edges, tasks):
 # ---------------------------------------------------------------- modules
 
 _MODULES = {}                   # module type name -> factory
+# The built-in modules' package sits next to this file: vendored as pkg.gxo, it is
+# pkg.gxo_modules, so two copies of gxo in one process keep their own modules.
+_PACKAGE = (__spec__.parent + "." if __spec__ and __spec__.parent else "") + "gxo_modules"
+_USER_FILES = set()             # module files from modules folders imported so far
 
 
 def register(name, factory=None):
     """Register a module factory (usually a Module subclass) under a type name.
 
     Use as ``register("name", Factory)`` or as a class decorator
-    ``@register("name")``.  A name can be registered once.
+    ``@register("name")``.  A name can be registered once; a module file
+    that registers a built-in type's name is an error (GxoError).
     """
     def add(factory):
         old = _MODULES.get(name)
         if old is not None and (old.__module__, old.__qualname__) != (
                 factory.__module__, factory.__qualname__):
-            raise ValueError(f"module type '{name}' is already registered by {old.__module__}")
+            where = getattr(sys.modules.get(old.__module__), "__file__", None) or old.__module__
+            if old.__module__.rpartition(".")[0].rpartition(".")[2] == "gxo_modules":
+                raise _builtin_clash(name, where)
+            raise GxoError(f"module type '{name}' is already registered by {where}")
         _MODULES[name] = factory
         return factory
     return add if factory is None else add(factory)
+
+
+def _builtin_clash(name, where):
+    return GxoError(f"module type '{name}' is built in ({where}): a module cannot replace it; "
+                    "pick another name")
 
 
 class Module:
@@ -2826,10 +2925,13 @@ class Module:
     ``perform`` receives; gxo calls it before anything runs (on the raw
     params, to catch mistakes early) and again on the rendered params.
     ``raw_params`` names params that gxo must not render (the module renders
-    them itself, for instance once per record).
+    them itself, for instance once per record).  ``supports_dry_run`` says
+    that ``perform`` honours ``ctx.dry_run`` (changes nothing then); in a
+    dry run gxo calls no other module, it logs what would run.
     """
 
     raw_params = ()
+    supports_dry_run = False
 
     def parse_params(self, params):
         return params.all()
@@ -2848,57 +2950,136 @@ class Module:
 
 
 class _ModuleFinder:
-    """Finds module types: registered, gxo_modules/NAME.py, or DIR/NAME.py."""
+    """Finds module types: registered ones, then in NAME.py, then in any module file.
+
+    Module files are the built-in package (next to this file, a folder or
+    inside a zip, else an installed one) and the .py files of the modules
+    folders (-modules-dir, then $GXO_MODULES_PATH).  A file may register any
+    types under any names; a type that NAME.py does not register is looked
+    for by importing every file, once.
+    """
 
     def __init__(self, dirs=()):
         env = os.environ.get("GXO_MODULES_PATH", "")
-        self.dirs = [os.fspath(d) for d in dirs] + [d for d in env.split(os.pathsep) if d]
+        self.dirs = ([(os.fspath(d), "-modules-dir") for d in dirs]
+                     + [(d, "GXO_MODULES_PATH") for d in env.split(os.pathsep) if d])
+        for d, source in self.dirs:
+            if not os.path.isdir(d):
+                raise PlaybookError(f"{source} {d}: no such folder")
+        self.found = {}             # type name -> factory, for this playbook's many tasks
 
     def find(self, name):
-        if name not in _MODULES and _IDENT_RE.match(name):
-            self._import(name)
+        if name in self.found:
+            return self.found[name]
+        if _IDENT_RE.match(name):
+            if name not in _MODULES:
+                self._builtin(name)
+            for d, _ in self.dirs:      # even for a known type: a user file may clash with it
+                self._user_file(os.path.join(d, name + ".py"))
         if name not in _MODULES:
-            known = sorted(set(_MODULES) | set(self._available()))
+            self._all_files()
+        if name not in _MODULES:
+            known = sorted(_MODULES)
             raise PlaybookError(f"unknown module type '{name}'" + _suggest(name, known)
-                                + f"; available: {', '.join(known)}")
-        return _MODULES[name]
+                                + f"; known types: {', '.join(known)}")
+        factory = self.found[name] = _MODULES[name]
+        return factory
 
-    def _package_dir(self):
-        try:
-            import gxo_modules
-        except ImportError:
-            here = os.path.dirname(os.path.abspath(__file__))
-            raise PlaybookError("cannot find the gxo_modules package: keep the gxo_modules/ "
-                                f"folder next to gxo.py (looked in {here}) or install gxo "
-                                "with pip") from None
-        return os.path.dirname(gxo_modules.__file__)
-
-    def _available(self):
-        names = []
-        for d in [self._package_dir()] + self.dirs:
+    def _package(self):
+        pkg = sys.modules.get(_PACKAGE)
+        if pkg is not None:
+            return pkg
+        import importlib.machinery
+        import importlib.util
+        here = os.path.dirname(os.path.abspath(__file__))
+        spec = importlib.machinery.PathFinder.find_spec(_PACKAGE, [here])
+        if spec is None:
             try:
-                names += [f[:-3] for f in os.listdir(d) if f.endswith(".py") and f[0] != "_"]
-            except OSError:
-                pass
-        return names
+                return _as_kernel(importlib.import_module, "gxo_modules")
+            except ImportError:
+                raise PlaybookError("cannot find the gxo_modules package: keep the gxo_modules/ "
+                                    f"folder next to gxo.py (looked in {here}) or install gxo "
+                                    "with pip") from None
+        if not hasattr(spec.loader, "exec_module"):     # zipimport before 3.10; the zip
+            return _as_kernel(importlib.import_module, _PACKAGE)    # is on sys.path then
+        pkg = sys.modules[_PACKAGE] = importlib.util.module_from_spec(spec)
+        try:
+            _as_kernel(spec.loader.exec_module, pkg)
+        except BaseException:
+            del sys.modules[_PACKAGE]
+            raise
+        return pkg
 
-    def _import(self, name):
-        if os.path.exists(os.path.join(self._package_dir(), name + ".py")):
-            import importlib
-            importlib.import_module(f"gxo_modules.{name}")
+    def _builtin(self, name):
+        import importlib
+        module = f"{self._package().__name__}.{name}"
+        try:
+            _as_kernel(importlib.import_module, module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+
+    def _all_builtins(self):
+        import importlib
+        import pkgutil
+        pkg = self._package()
+        for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
+            if not info.name.rpartition(".")[2].startswith("_"):
+                _as_kernel(importlib.import_module, info.name)
+
+    def _all_files(self):
+        self._all_builtins()
+        for d, source in self.dirs:
+            try:
+                files = sorted(os.listdir(d))
+            except OSError as e:
+                raise PlaybookError(f"{source} {d}: cannot read the folder: {e.strerror}") from None
+            for f in files:
+                if f.endswith(".py") and not f.startswith(("_", ".")):
+                    self._user_file(os.path.join(d, f))
+
+    def _user_file(self, path):
+        """Import a module file of a modules folder, once."""
+        path = os.path.abspath(path)
+        if path in _USER_FILES or not os.path.isfile(path):
             return
-        for d in self.dirs:
-            path = os.path.join(d, name + ".py")
-            if os.path.exists(path):
-                import importlib.util
-                spec = importlib.util.spec_from_file_location(f"gxo_user_modules.{name}", path)
-                module = importlib.util.module_from_spec(spec)
-                try:
-                    spec.loader.exec_module(module)
-                except Exception as e:
-                    raise PlaybookError(f"cannot load module '{name}' from {path}: "
-                                        f"{type(e).__name__}: {e}") from None
-                return
+        import importlib.util
+        stem = os.path.basename(path)[:-3]
+        name = f"gxo_user_modules.{stem}"
+        for n in itertools.count(2):
+            if name not in sys.modules:
+                break
+            name = f"gxo_user_modules.{stem}_{n}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        before = set(_MODULES)
+        try:
+            _as_kernel(spec.loader.exec_module, module)
+            # A built-in type already imported refused the name in register();
+            # one not imported yet is found by its file name.
+            for new in sorted(set(_MODULES) - before):
+                builtin = _IDENT_RE.match(new) and importlib.util.find_spec(
+                    f"{self._package().__name__}.{new}")
+                if builtin:
+                    raise _builtin_clash(new, builtin.origin)
+        except Exception as e:
+            for new in set(_MODULES) - before:
+                del _MODULES[new]
+            del sys.modules[name]
+            why = str(e) if isinstance(e, GxoError) else f"{type(e).__name__}: {e}"
+            raise PlaybookError(f"cannot load module file {path}: {why}") from None
+        _USER_FILES.add(path)
+
+
+def _as_kernel(load, *args):
+    """Call load(*args) with 'import gxo' meaning this module, even if another copy is loaded."""
+    saved = sys.modules.get("gxo")
+    sys.modules["gxo"] = sys.modules[__name__]
+    try:
+        return load(*args)
+    finally:
+        if saved is not None:
+            sys.modules["gxo"] = saved
 
 
 _MISSING = object()
@@ -3293,13 +3474,15 @@ class _Runner:
     def call(self, scope):
         """Render params and run the module, retrying as the task says."""
         t, ctx = self.t, self.ctx
-        params = t._params(scope)
+        params = rendered = t._params(scope)
         module = t.module()
         parse = getattr(module, "parse_params", None)
         if parse is not None:
             reader = Params(params, delimiters=self.engine.playbook.delimiters)
             params = parse(reader)
             reader.finish()
+        if ctx.dry_run and not getattr(module, "supports_dry_run", False):
+            return self.dry_run(rendered)
         state = self.engine.state.reader
         attempt = 0
         while True:
@@ -3319,6 +3502,17 @@ class _Runner:
                              f"retrying in {_seconds(t.delay)}")
                 if ctx.wait(t.delay):
                     raise Cancelled(ctx.reason) from None
+
+    def dry_run(self, params):
+        """Stand in for a module that has not said it can dry-run: say what it would do."""
+        text = format_value(params)
+        if len(text) > 500:
+            text = f"{text[:500]}... ({len(text)} characters)"
+        self.ctx.log.info(f"[Dry Run] Would run module '{self.t.type}' with params {text}")
+        if self.input is not None:
+            for _ in self.input:        # drain, so the producer is not reported short
+                pass
+        return {"dry_run": True}
 
     def log_error(self, error, prefix=""):
         if isinstance(error, (GxoError, OSError)) or self.ctx.cancelled:
@@ -3690,12 +3884,12 @@ def _stop_streams(ctx, name, input, outputs):
 
 def run_playbook(source, vars=None, *, dry_run=False, concurrency=None,
                  channel_buffer_size=100, log_level="INFO", log_stream=None,
-                 modules_dirs=()):
+                 modules_dirs=(), var_files=()):
     """Load a playbook (path or YAML text), run it and return its RunResult.
 
     Raises PlaybookError if the playbook is invalid (nothing has run then).
     """
-    playbook = load_playbook(source, vars, modules_dirs=modules_dirs)
+    playbook = load_playbook(source, vars, modules_dirs=modules_dirs, var_files=var_files)
     engine = Engine(playbook, dry_run=dry_run, concurrency=concurrency,
                     channel_buffer_size=channel_buffer_size,
                     logger=Logger(log_level, log_stream))
@@ -3708,8 +3902,10 @@ _USAGE = """\
 usage: gxo -playbook FILE [flags]
 
   -playbook FILE             the playbook to run (required)
-  -var key=value             set a variable (repeatable; overrides the playbook's vars);
-                             the value is text, or a YAML list/mapping: -var 'hosts=[a, b]'
+  -var key=value             set a variable (repeatable; overrides the playbook's vars and
+                             every -var-file); typed like the var in the playbook's vars:
+                             -var replicas=3, -var 'hosts=[a, b]', -var 'msg=[WIP] x'
+  -var-file FILE             set variables from a YAML mapping (repeatable, later files win)
   -dry-run                   log what would run, change nothing
   -log-level LEVEL           DEBUG, INFO, WARN or ERROR (default INFO)
   -concurrency N             most tasks running at once (default {concurrency})
@@ -3724,6 +3920,7 @@ exit codes: 0 success, 1 a task failed, 2 invalid usage or playbook,
 
 _FLAGS = {"playbook": "str", "var": "list", "dry-run": "bool", "log-level": "str",
           "concurrency": "int", "channel-buffer-size": "int", "modules-dir": "list",
+          "var-file": "list",
           "version": "bool", "h": "bool", "help": "bool"}
 
 
@@ -3733,7 +3930,7 @@ class _UsageError(Exception):
 
 def _parse_args(argv):
     """Parse Go-style flags: -flag value, -flag=value, --flag; bools take no value."""
-    opts = {"var": [], "modules-dir": []}
+    opts = {"var": [], "var-file": [], "modules-dir": []}
     args = list(argv)
     positional = []
     while args:
@@ -3777,12 +3974,7 @@ def _parse_args(argv):
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise _UsageError(f"-var needs key=value, got {item!r}")
-        if value.startswith(("[", "{")):        # a list or mapping, in YAML flow style
-            try:
-                value = _Document(value, f"-var {key}").root
-            except PlaybookError as e:
-                raise _UsageError(str(e)) from None
-        variables[key] = value
+        variables[key] = value              # text: the loader types it by the declared var
     opts["var"] = variables
     return opts
 
@@ -3804,7 +3996,8 @@ def main(argv=None):
         sys.stderr.write(f"gxo: {e}\n\n" + _USAGE.format(concurrency=_default_concurrency()))
         return 2
     try:
-        playbook = load_playbook(opts["playbook"], opts["var"], modules_dirs=opts["modules-dir"])
+        playbook = load_playbook(opts["playbook"], opts["var"], modules_dirs=opts["modules-dir"],
+                                 var_files=opts["var-file"])
     except PlaybookError as e:
         sys.stderr.write(f"gxo: {_secrets.mask(str(e))}\n")
         return 2

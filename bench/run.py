@@ -86,6 +86,10 @@ CASES = [
     {"id": "W2/-m", "workload": "W2", "env": "cache", "goal": ("ratio", 1.05),
      "gxo_args": ["-concurrency", "8"], "launch": "module", "what": "W2 run as python -m gxo",
      "peers": False},
+    # The single file operators copy (scripts/build_pyz.py, built here from the same
+    # tree as --gxo): bytecode and its own pure-Python PyYAML inside the zip.
+    {"id": "W0/pyz", "workload": "W0", "env": "cache", "goal": ("ratio", 1.00), "runs_factor": 3,
+     "launch": "pyz", "what": "W0 run as python gxo.pyz", "peers": False},
     # Informational rows: what the defaults above cost.
     {"id": "W0/nocache", "workload": "W0", "env": "nocache", "goal": None, "runs_factor": 3,
      "what": "W0 with PYTHONDONTWRITEBYTECODE=1 (both sides)"},
@@ -363,8 +367,12 @@ def bench_case(case, args, work, cache_dir, peer_names):
     if case.get("launch") == "module":
         launch = ["-m", os.path.splitext(os.path.basename(args.gxo))[0]]
         env = {**env, "PYTHONPATH": os.path.dirname(args.gxo)}
+    elif case.get("launch") == "pyz":
+        launch = [os.path.join(work, "gxo.pyz")]
     gxo = Contender("gxo", [sys.executable, *launch, "-playbook", book,
                             *case.get("gxo_args", ())], env, d)
+    if case.get("launch") == "pyz":
+        gxo.error = build_pyz(args.gxo, launch[0])
     contenders = [floor, gxo]
     if case.get("peers", True):
         for name in peer_names:
@@ -404,6 +412,17 @@ def bench_case(case, args, work, cache_dir, peer_names):
         row["engine_us_per_task_pairs"] = _median(differences(gxo, floor)) / n * 1e6
     row["goal"], row["met"] = judge(case["goal"], row)
     return row
+
+
+def build_pyz(gxo, target):
+    """Build gxo.pyz from the tree of ``gxo`` (once); None, or why it could not."""
+    if os.path.exists(target):
+        return None
+    script = os.path.join(os.path.dirname(gxo), "scripts", "build_pyz.py")
+    if not os.path.exists(script):
+        return f"cannot build gxo.pyz: no {script}"
+    r = subprocess.run([sys.executable, script, "-o", target], capture_output=True, text=True)
+    return f"cannot build gxo.pyz: {r.stderr.strip()[-300:]}" if r.returncode else None
 
 
 def judge(goal, row):

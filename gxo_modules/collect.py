@@ -24,6 +24,8 @@ DEFAULT_LIMIT = 1000
 @gxo.register("collect")
 class Collect(gxo.Module):
 
+    supports_dry_run = True
+
     def parse_params(self, p):
         return {"limit": p.int("limit", DEFAULT_LIMIT, min=0)}
 

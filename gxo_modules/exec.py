@@ -29,6 +29,8 @@ GRACE = 2.0                     # seconds from TERM to KILL
 @gxo.register("exec")
 class Exec(gxo.Module):
 
+    supports_dry_run = True         # logs the command, runs nothing
+
     def parse_params(self, p):
         params = {
             "command": p.str("command", required=True),

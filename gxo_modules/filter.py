@@ -26,6 +26,7 @@ import gxo
 @gxo.register("filter")
 class Filter(gxo.Module):
 
+    supports_dry_run = True
     raw_params = ("where",)         # rendered here, once per record
 
     def parse_params(self, p):

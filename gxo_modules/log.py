@@ -12,6 +12,8 @@ _LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 @gxo.register("log")
 class Log(gxo.Module):
 
+    supports_dry_run = True
+
     def parse_params(self, p):
         return {"message": p.str("message", required=True),
                 "level": p.str("level", "info", choices=tuple(_LEVELS))}

@@ -26,6 +26,8 @@ _SOURCES = ("items", "range", "file")
 @gxo.register("records")
 class Records(gxo.Module):
 
+    supports_dry_run = True
+
     def parse_params(self, p):
         params = {
             "items": p.list("items"),

@@ -29,6 +29,8 @@ import gxo
 @gxo.register("write_file")
 class WriteFile(gxo.Module):
 
+    supports_dry_run = True         # reads its input, writes nothing
+
     def parse_params(self, p):
         params = {
             "path": p.str("path"),

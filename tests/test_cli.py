@@ -40,7 +40,7 @@ def test_help_and_version(cli):
     (("-playbook", "x.yml", "-concurrency", "zero"), "-concurrency needs a positive integer"),
     (("-playbook", "x.yml", "-log-level", "LOUD"), "unknown log level 'LOUD'"),
     (("-playbook", "x.yml", "-dry-run=maybe"), "-dry-run takes no value"),
-    (("-playbook", "x.yml", "-var", "l=[a, b"), "invalid YAML: did not find expected ',' or ']'"),
+    (("-playbook", "x.yml", "-var-file"), "flag -var-file needs a value"),
 ])
 def test_usage_errors_exit_2(cli, args, message):
     r = cli(*args)
@@ -187,7 +187,7 @@ def test_broken_user_module_is_a_clear_error(cli, tmp_path):
         tasks: [{name: o, type: oops}]
     """)
     assert r.returncode == 2
-    assert "cannot load module 'oops'" in r.stderr and "SyntaxError" in r.stderr
+    assert f"cannot load module file {mods / 'oops.py'}: SyntaxError" in r.stderr
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -243,11 +243,94 @@ def test_main_in_process(tmp_path, capsys):
     assert gxo.main(["-playbook", str(path), "-dry-run=false"]) == 1
 
 
-def test_missing_gxo_modules_says_how_to_fix(monkeypatch, capsys, tmp_path):
-    import gxo
-    monkeypatch.setitem(sys.modules, "gxo_modules", None)     # as if the folder were absent
-    book = tmp_path / "p.yml"
-    book.write_text("name: x\ntasks: [{type: not_loaded_yet}]\n")
-    assert gxo.main(["-playbook", str(book)]) == 2
-    assert ("cannot find the gxo_modules package: keep the gxo_modules/ folder next to gxo.py"
-            in capsys.readouterr().err)
+# -- -var and -var-file, typed by the playbook's vars
+
+TYPED = """
+    name: typed
+    vars:
+      replicas: 1
+      ratio: 0.5
+      debug: false
+      hosts: [web1]
+      db: {port: 5432}
+      msg: hello
+      label: "<< .msg >>!"
+      nothing: null
+    tasks:
+      - name: show
+        type: log
+        params:
+          message: >-
+            << .replicas >> << gt .replicas 2 >> << .ratio >> << if .debug >>debug<< end >>
+            << len .hosts >> << .db.port >> << .msg >> << .label >> << .nothing >> << .extra >>
+      - {name: scale, type: log, when: "<< gt .replicas 1 >>", params: {message: scaled}}
+"""
+
+
+def test_var_is_typed_like_the_declared_var(cli):
+    r = cli("-var", "replicas=3", "-var", "ratio=2", "-var", "debug=true", "-var", "hosts=[a, b]",
+            "-var", "db={port: 1}", "-var", "msg=[WIP] deploy", "-var", "label={x}",
+            "-var", "nothing=[1]", "-var", "extra={a: 1}", playbook=TYPED)
+    assert r.returncode == 0, r.stderr
+    assert '[show] 3 true 2 debug 2 1 [WIP] deploy {x} [1] {"a":1}\n' in r.stderr
+    assert "[scale] scaled" in r.stderr             # gt .replicas 1 compares numbers
+
+
+@pytest.mark.parametrize("var, message", [
+    ("replicas=three", "playbook.yml:4:13: vars.replicas: -var replicas: expected an integer "
+                       "(the type of the declared value), got the string 'three'"),
+    ("ratio=1/2", "vars.ratio: -var ratio: expected a number"),
+    ("debug=yes", "vars.debug: -var debug: expected true or false"),
+    ("hosts=web1", "vars.hosts: -var hosts: expected a YAML list, like [a, b]"),
+    ("db=[1", "vars.db: -var db: expected a YAML mapping, like {k: v}"),
+    ("hsots=[a]", "playbook.yml: -var hsots: the playbook has no variable 'hsots' (in vars or "
+                  "read by a template) (did you mean 'hosts'?)"),
+])
+def test_var_errors_exit_2(cli, var, message):
+    r = cli("-var", var, "-var", "extra=1", playbook=TYPED)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_undeclared_var_is_text_unless_a_yaml_collection(cli):
+    for value, shown in [("[a, b]", '["a","b"]'), ("[WIP", "[WIP"), ("[1] x", "[1] x"), ("3", "3")]:
+        r = cli("-var", f"extra={value}", playbook="""
+            name: t
+            tasks: [{name: s, type: log, params: {message: "<< printf \\"%v\\" .extra >>"}}]
+        """)
+        assert r.returncode == 0, r.stderr
+        assert f"[s] {shown}\n" in r.stderr
+
+
+def test_var_files_in_order_then_every_var(cli, tmp_path):
+    one, two = tmp_path / "one.yml", tmp_path / "two.yml"
+    one.write_text("replicas: 5\nhosts: [a, b, c]\nextra: from one\n")
+    two.write_text("# staging\nreplicas: 6\nmsg: '[from two]'\n")
+    (tmp_path / "empty.yml").write_text("# nothing here\n")
+    r = cli("-var", "replicas=7", "-var-file", str(one), "-var-file", "two.yml",
+            "-var-file=empty.yml", playbook=TYPED)
+    assert r.returncode == 0, r.stderr
+    assert "[show] 7 true 0.5  3 5432 [from two] [from two]!  from one\n" in r.stderr
+    r = cli("-var-file", str(two), "-var-file", str(one), playbook=TYPED)
+    assert "[show] 5 true" in r.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("replicas: 2\nhsots: [a]\n", "vars.yml:2:1: -var-file: the playbook has no variable 'hsots' "
+                                  "(in vars or read by a template) (did you mean 'hosts'?)"),
+    ("[a, b]\n", "vars.yml:1:1: -var-file: expected a mapping of variable names to values, "
+                 "got a list"),
+    ("a.b: 1\n", "vars.yml:1:1: -var-file: 'a.b' is not a usable variable name"),
+    ("x: [1\n", "vars.yml:2:1: invalid YAML"),
+])
+def test_var_file_errors_exit_2(cli, tmp_path, text, message):
+    (tmp_path / "vars.yml").write_text(text)
+    r = cli("-var-file", "vars.yml", "-var", "extra=1", playbook=TYPED)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_var_file_missing(cli):
+    r = cli("-var-file", "nope.yml", "-var", "extra=1", playbook=TYPED)
+    assert r.returncode == 2
+    assert "gxo: nope.yml: -var-file: cannot read it: No such file or directory" in r.stderr

@@ -341,6 +341,8 @@ def test_independent_tasks_run_concurrently(run):
 
 def test_dry_run_reaches_modules(run):
     class Probe(gxo.Module):
+        supports_dry_run = True
+
         def perform(self, ctx, params, state, input, outputs, errors):
             return {"dry": ctx.dry_run}
     gxo.register("probe_dry", Probe)
@@ -349,6 +351,32 @@ def test_dry_run_reaches_modules(run):
         tasks: [{name: t, type: probe_dry, register: out}]
     """, dry_run=True)
     assert r.state["out"] == {"dry": True}
+
+
+def test_dry_run_calls_no_module_that_does_not_support_it(run):
+    r = run("""
+        name: dry
+        vars: {who: ops}
+        tasks:
+          - {name: src, type: records, params: {range: 500}}
+          - {name: eat, type: sink, stream_input: src}
+          - name: t
+            type: fake
+            loop: [1, 2]
+            params: {result: "<< .item >> for << .who >>", fail: boom}
+            register: out
+          - {name: long, type: fake, params: {result: "%s"}}
+    """ % ("x" * 600), dry_run=True, channel_buffer_size=10)
+    assert r.ok, r.log
+    assert mockmods.calls == []                 # neither fake nor sink ran
+    assert r.state["out"] == [{"dry_run": True}, {"dry_run": True}]
+    would = "[Dry Run] Would run module"
+    assert f"""[t] {would} 'fake' with params {{"result":"1 for ops","fail":"boom"}}""" in r.log
+    assert f"""[t] {would} 'fake' with params {{"result":"2 for ops","fail":"boom"}}""" in r.log
+    assert f"[eat] {would} 'sink' with params {{}}" in r.log
+    assert "not delivered" not in r.log         # the stand-in read the stream to its end
+    assert f"""[long] {would} 'fake' with params {{"result":"{'x' * 489}... (613 characters)\n""" \
+        in r.log
 
 
 def test_state_is_read_only_for_modules(run):

@@ -1,5 +1,7 @@
 """Loading and validation: YAML 1.2 typing, positions, every static check."""
 
+import re
+
 import pytest
 
 import gxo
@@ -278,3 +280,82 @@ def test_error_classes_read_well():
     for cls in (gxo.PlaybookError, gxo.ParamError, gxo.TaskError, gxo.Cancelled,
                 gxo.RecordProcessingError, gxo.TemplateSyntaxError, gxo.TemplateRenderError):
         assert issubclass(cls, gxo.GxoError)
+
+
+# -- overrides: vars= (-var) and var_files= (-var-file)
+
+def test_string_vars_from_python_are_typed_like_the_declared_vars(load, tmp_path):
+    text = """
+        name: x
+        vars: {replicas: 1, hosts: [a], msg: hi, when_: "<< .msg >>"}
+        tasks: [{type: fake, params: {result: "<< .replicas >><< .hosts >><< .msg >><< .when_ >>"}}]
+    """
+    pb = load(text, vars={"replicas": "3", "hosts": "[b, c]", "msg": "[WIP] x", "when_": "7"})
+    assert pb.vars == {"replicas": 3, "hosts": ["b", "c"], "msg": "[WIP] x", "when_": "7"}
+    pb = load(text, vars={"replicas": 2.5, "hosts": ["t"]})      # not text: taken as given
+    assert pb.vars["replicas"] == 2.5 and pb.vars["hosts"] == ["t"]
+    (tmp_path / "v.yml").write_text("replicas: '4'\nmsg: 5\n")
+    pb = load(text, var_files=[tmp_path / "v.yml"], vars={"msg": "6"})
+    assert pb.vars["replicas"] == "4" and pb.vars["msg"] == "6"   # file values keep their YAML type
+
+
+def test_override_names(load):
+    text = "name: x\nvars: {a: 1}\ntasks: [{type: fake, params: {result: '<< .b >>'}}]\n"
+    assert load(text, vars={"a": "2", "b": "3"}).vars == {"a": 2, "b": "3"}
+    for name, message in [("_gxo", "-var '_gxo': not a usable variable name"),
+                          ("c", "-var c: the playbook has no variable 'c' (in vars or read by a "
+                                "template)")]:
+        with pytest.raises(gxo.PlaybookError, match=re.escape(message)):
+            load(text, vars={name: "1", "b": "3"})
+
+
+def test_var_file_can_be_empty_or_a_registered_name_clashes(load, tmp_path):
+    (tmp_path / "empty.yml").write_text("")
+    (tmp_path / "clash.yml").write_text("out: 1\n")
+    text = ("name: x\ntasks: [{type: fake, register: out}, "
+            "{type: fake, params: {result: '<< .out >>'}}]\n")
+    assert load(text, var_files=[tmp_path / "empty.yml"]).vars == {}
+    with pytest.raises(gxo.PlaybookError, match="register key 'out' is also a playbook variable"):
+        load(text, var_files=[tmp_path / "clash.yml"])
+
+
+def test_override_values_and_files_checked(load, tmp_path):
+    text = """
+        name: x
+        vars: {n: 1, f: 0.5}
+        tasks: [{type: fake, params: {result: "<< .n >> << .f >> << .u >>"}}]
+    """
+    pb = load(text, vars={"f": "2", "u": "[a, b]"})
+    assert (pb.vars["f"], pb.vars["u"]) == (2.0, ["a", "b"])
+    assert load(text, vars={"u": "[a"}).vars["u"] == "[a"
+    assert "vars.n: -var n: expected an integer" in error(load, text, vars={"n": "x", "u": "1"})
+    files = {"bad_name.yml": b"x-y: 1\n", "latin1.yml": b"u: caf\xe9\n", "list.yml": b"[1]\n",
+             "broken.yml": b"u: [\n"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    for name, message in [("bad_name.yml", "bad_name.yml:1:1: -var-file: 'x-y' is not a usable"),
+                          ("latin1.yml", "latin1.yml: -var-file: not UTF-8 text"),
+                          ("list.yml", "list.yml:1:1: -var-file: expected a mapping"),
+                          ("broken.yml", "broken.yml:2:1: invalid YAML"),
+                          ("missing.yml", "missing.yml: -var-file: cannot read it")]:
+        with pytest.raises(gxo.PlaybookError, match=re.escape(message)):
+            load(text, var_files=[tmp_path / name], vars={"u": "1"})
+    with pytest.raises(gxo.PlaybookError, match="-modules-dir .*/nowhere: no such folder"):
+        load(text, vars={"u": "1"}, modules_dirs=[tmp_path / "nowhere"])
+
+
+def test_module_files_in_process(load, tmp_path):
+    for folder, kind in (("one", "sameplace_a"), ("two", "sameplace_b")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "sameplace.py").write_text(
+            f"import gxo\ngxo.register({kind!r}, type('M', (gxo.Module,), {{}}))\n")
+    (tmp_path / "three").mkdir()
+    (tmp_path / "three" / "log.py").write_text(
+        "import gxo\ngxo.register('log', type('M', (gxo.Module,), {}))\n")
+    pb = load("name: x\ntasks: [{type: sameplace_a}, {type: sameplace_b}]\n",
+              modules_dirs=[tmp_path / "one", tmp_path / "two"])
+    assert [t.module.__module__ for t in pb.tasks] == ["gxo_user_modules.sameplace",
+                                                       "gxo_user_modules.sameplace_2"]
+    with pytest.raises(gxo.PlaybookError, match="module type 'log' is built in"):
+        load("name: x\ntasks: [{type: log, params: {message: hi}}]\n",
+             modules_dirs=[tmp_path / "three"])
