@@ -1,13 +1,16 @@
 """Every example playbook runs end to end through the CLI, from another directory."""
 
+import io
 import json
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from conftest import ROOT
+from gxo import Engine, Logger, load_playbook
 from test_record_modules import _expected_errors
 
 PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.yml"))
@@ -93,3 +96,80 @@ def test_stream_logs(tmp_path):
     assert [json.loads(line) for line in open(report)] == errors
     assert f"[summary] {len(errors)} ERROR records of 120 in" in r.stderr
     assert "[RECORD_ERROR] task=read_log" in r.stderr
+
+
+# -- race-freedom: tasks run in DAG order, not file order
+
+STEP = 0.25         # seconds between the starts of two tasks the DAG lets run at once
+
+
+def _slowed(playbook, later_first):
+    """Delay each task's first module call so that of any two tasks the DAG lets run
+    at the same time, one starts STEP or more after the other: the one earlier in the
+    file when ``later_first``, else the later one.  A task that uses what another
+    makes (a file, a process) without an edge to it then runs too early, and fails.
+    """
+    tasks = playbook.tasks
+    producer = {c: p for p, cons in playbook.consumers.items() for c in cons}
+    before = {}                         # index -> every task it waits for, transitively
+
+    def ancestors(i):
+        if i not in before:
+            direct = set(tasks[i].needs) | ({producer[i]} if i in producer else set())
+            before[i] = direct.union(*(ancestors(d) for d in direct))
+        return before[i]
+    delay = [0.0] * len(tasks)
+    order = range(len(tasks) - 1, -1, -1) if later_first else range(len(tasks))
+    done = []
+    for i in order:
+        rivals = [j for j in done if i not in ancestors(j) and j not in ancestors(i)]
+        delay[i] = max((delay[j] + STEP for j in rivals), default=0.0)
+        done.append(i)
+    for t in tasks:
+        t.module = _late(t.module, delay[t.index])
+
+
+def _late(factory, delay):
+    """The module class, its first call (of a loop or retries) delayed by ``delay`` seconds."""
+    lock, started = threading.Lock(), []
+
+    class Late(factory):
+        def perform(self, ctx, *args):
+            with lock:                  # parallel loop items wait for the first one
+                if not started:
+                    ctx.wait(delay)
+                    started.append(True)
+            return super().perform(ctx, *args)
+    return Late
+
+
+def _run(text_or_path, later_first=None):
+    """Run a playbook in this process, slowed unless ``later_first`` is None."""
+    playbook = load_playbook(text_or_path)
+    if later_first is not None:
+        _slowed(playbook, later_first)
+    log = io.StringIO()
+    return Engine(playbook, logger=Logger("INFO", log)).run(), log.getvalue()
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS, ids=lambda p: p.stem)
+def test_playbook_is_race_free(playbook, tmp_path, monkeypatch):
+    # Slowed either way, the run ends as it does at full speed: every task waits for
+    # what it uses.  (Compared, not required to pass: an example may fail on purpose.)
+    monkeypatch.chdir(tmp_path)
+    result, log = _run(playbook)
+    expected = (result.exit_code, {name: r.status for name, r in result.tasks.items()})
+    for later_first in (True, False):
+        result, log = _run(playbook, later_first)
+        assert (result.exit_code, {n: r.status for n, r in result.tasks.items()}) == expected, log
+
+
+def test_race_check_catches_a_missing_edge(tmp_path, monkeypatch):
+    # build-test-deploy as it was: unit_tests ran the artifact without waiting for build.
+    text = (ROOT / "playbooks" / "build-test-deploy.yml").read_text()
+    racy = text.replace("    depends_on: [build]\n", "", 1)
+    assert racy != text
+    monkeypatch.chdir(tmp_path)
+    result, log = _run(racy, later_first=True)
+    assert result.tasks["unit_tests"].status == "Failed", log
+    assert "dist/app.py" in result.tasks["unit_tests"].reason
