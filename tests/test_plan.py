@@ -267,3 +267,22 @@ def test_graph_dot_is_accepted_by_graphviz(cli, playbook, tmp_path):
     assert "<svg" in svg.stdout
     if playbook is ODD:
         assert "say &quot;hi&quot; &lt;b&gt;&amp;amp; #1;" in svg.stdout
+
+
+# -- the README shows real output
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_validate_example(cli):
+    playbook = re.search(r"## A playbook\n\n```yaml\n(.*?)```", README, re.S)[1]
+    shown = re.search(r"\$ gxo -validate -playbook deploy.yml\n(.*?)```", README, re.S)[1]
+    r = cli("-validate", playbook=playbook)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == shown
+
+
+def test_readme_graph_example(cli):
+    shown = re.search(r"```mermaid\n(.*?)```", README, re.S)[1]
+    r = cli("-graph", "mermaid", "-playbook", str(ROOT / "playbooks" / "stream-logs.yml"))
+    assert r.stdout == shown
