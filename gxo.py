@@ -2841,13 +2841,14 @@ def _graph(playbook, form):
     """
     tasks, edges = playbook.tasks, _edges(playbook)
     pipelines = [g for g in sorted(sorted(g) for g in playbook.pipelines) if len(g) > 1]
-    alone = [[t.index] for t in tasks if not any(t.index in g for g in pipelines)]
+    in_pipeline = {i for g in pipelines for i in g}
+    alone = [t.index for t in tasks if t.index not in in_pipeline]
     always = [n for n, (_, _, kinds) in enumerate(edges) if "always" in kinds]
     if form == "mermaid":
         def node(i):
             return f"t{i + 1}[{_mermaid_text(f'{tasks[i].key} ({tasks[i].type})')}]"
         lines = ["flowchart TD", f"  %% gxo playbook {_mermaid_text(playbook.name)}"]
-        lines += ["  " + node(g[0]) for g in alone]
+        lines += ["  " + node(i) for i in alone]
         for n, g in enumerate(pipelines, 1):
             lines += [f'  subgraph p{n} ["pipeline"]'] + ["    " + node(i) for i in g] + ["  end"]
         lines += [f"  t{i + 1} {_MERMAID_ARROWS[kinds[0]]}|{', '.join(kinds)}| t{j + 1}"
@@ -2860,7 +2861,7 @@ def _graph(playbook, form):
         label = _dot_text(f"{tasks[i].key}\n{tasks[i].type}")
         return f"t{i + 1} [label={label}];"
     lines = [f"digraph {_dot_text(playbook.name)} {{", "  node [shape=box];"]
-    lines += ["  " + node(g[0]) for g in alone]
+    lines += ["  " + node(i) for i in alone]
     for n, g in enumerate(pipelines, 1):
         lines += [f"  subgraph cluster_p{n} {{", '    label="pipeline"; style=dashed;']
         lines += ["    " + node(i) for i in g] + ["  }"]

@@ -157,8 +157,8 @@ def _mermaid(text):
             label = m[2]
             assert not set(label) & set('<>`"'), label
             assert not re.search(r"#(?![a-z]+;|\d+;)", label), f"a bare # in {label!r}"
-            nodes[m[1]] = html.unescape(re.sub(r"#(\w+);", r"&\1;", label).replace("&35;", "&#35;")
-                                        .replace("&96;", "&#96;"))
+            nodes[m[1]] = re.sub(r"#(\d+|[a-z]+);", lambda e: html.unescape(
+                f"&#{e[1]};" if e[1].isdigit() else f"&{e[1]};"), label)
             if depth:
                 subgraphs[-1].append(m[1])
         elif m := _M_EDGE.match(line):

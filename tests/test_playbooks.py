@@ -6,11 +6,12 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from conftest import ROOT
-from gxo import Engine, Logger, load_playbook
+from gxo import Engine, Logger, TaskError, load_playbook
 from test_record_modules import _expected_errors
 
 PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.yml"))
@@ -100,62 +101,75 @@ def test_stream_logs(tmp_path):
 
 # -- race-freedom: tasks run in DAG order, not file order
 
-STEP = 0.25         # seconds between the starts of two tasks the DAG lets run at once
+PATIENCE = 10.0     # seconds a task waits for its rivals at most: never, unless gxo hangs
 
 
-def _slowed(playbook, later_first):
-    """Delay each task's first module call so that of any two tasks the DAG lets run
-    at the same time, one starts STEP or more after the other: the one earlier in the
-    file when ``later_first``, else the later one.  A task that uses what another
-    makes (a file, a process) without an edge to it then runs too early, and fails.
+def _hold_for_rivals(playbook, later_first):
+    """Hold each task, before its module runs, until its rivals have ended: the tasks the
+    DAG lets run at the same time as it that come later in the file (``later_first``),
+    or earlier.  A task that uses what a rival makes (a file, a process) without an edge
+    to it then runs first and fails, however fast or slow either of them is.
+
+    Pipelines count as one task.  A task does not wait for a rival that waits for it,
+    through the DAG or other holds: those two run as the engine likes.
     """
     tasks = playbook.tasks
-    producer = {c: p for p, cons in playbook.consumers.items() for c in cons}
-    before = {}                         # index -> every task it waits for, transitively
+    groups = sorted(sorted(g) for g in playbook.pipelines)
+    group_of = {i: g for g, members in enumerate(groups) for i in members}
+    waits = [{group_of[d] for i in m for d in tasks[i].needs} - {g} for g, m in enumerate(groups)]
 
-    def ancestors(i):
-        if i not in before:
-            direct = set(tasks[i].needs) | ({producer[i]} if i in producer else set())
-            before[i] = direct.union(*(ancestors(d) for d in direct))
-        return before[i]
-    delay = [0.0] * len(tasks)
-    order = range(len(tasks) - 1, -1, -1) if later_first else range(len(tasks))
-    done = []
-    for i in order:
-        rivals = [j for j in done if i not in ancestors(j) and j not in ancestors(i)]
-        delay[i] = max((delay[j] + STEP for j in rivals), default=0.0)
-        done.append(i)
-    for t in tasks:
-        t.module = _late(t.module, delay[t.index])
+    def reaches(g, h):                  # does g wait for h, transitively?
+        seen, todo = set(), [g]
+        while todo:
+            for x in waits[todo.pop()] - seen:
+                seen.add(x)
+                todo.append(x)
+        return h in seen
+    dag = [set(w) for w in waits]
+    for g in range(len(groups)):
+        for h in (range(g + 1, len(groups)) if later_first else range(g)):
+            if not reaches(g, h) and not reaches(h, g):
+                waits[g].add(h)
+    for g, members in enumerate(groups):
+        rivals = [tasks[i].key for h in waits[g] - dag[g] for i in groups[h]]
+        for i in members:
+            tasks[i].module = _held(tasks[i].module, rivals)
 
 
-def _late(factory, delay):
-    """The module class, its first call (of a loop or retries) delayed by ``delay`` seconds."""
+def _held(factory, rivals):
+    """The module class, its first call (of a loop or retries) held until ``rivals`` end."""
     lock, started = threading.Lock(), []
 
-    class Late(factory):
-        def perform(self, ctx, *args):
+    class Held(factory):
+        def perform(self, ctx, params, state, *args):
             with lock:                  # parallel loop items wait for the first one
-                if not started:
-                    ctx.wait(delay)
-                    started.append(True)
-            return super().perform(ctx, *args)
-    return Late
+                deadline = time.monotonic() + PATIENCE
+                ended = state["_gxo"]["tasks"]
+                while not started and not all(r in ended for r in rivals):
+                    if time.monotonic() > deadline:
+                        raise TaskError(f"held for {PATIENCE}s: {rivals} did not end")
+                    if ctx.wait(0.01):
+                        break
+                started.append(True)
+            return super().perform(ctx, params, state, *args)
+    return Held
 
 
 def _run(text_or_path, later_first=None):
-    """Run a playbook in this process, slowed unless ``later_first`` is None."""
+    """Run a playbook in this process; with ``later_first``, hold tasks for their rivals."""
     playbook = load_playbook(text_or_path)
     if later_first is not None:
-        _slowed(playbook, later_first)
+        _hold_for_rivals(playbook, later_first)
     log = io.StringIO()
-    return Engine(playbook, logger=Logger("INFO", log)).run(), log.getvalue()
+    engine = Engine(playbook, concurrency=len(playbook.tasks), logger=Logger("INFO", log))
+    return engine.run(), log.getvalue()
 
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS, ids=lambda p: p.stem)
 def test_playbook_is_race_free(playbook, tmp_path, monkeypatch):
-    # Slowed either way, the run ends as it does at full speed: every task waits for
-    # what it uses.  (Compared, not required to pass: an example may fail on purpose.)
+    # Whichever of two unordered tasks goes first, the run ends as it does at full speed:
+    # every task waits for what it uses.  (Compared, not required to pass: an example may
+    # fail on purpose.)
     monkeypatch.chdir(tmp_path)
     result, log = _run(playbook)
     expected = (result.exit_code, {name: r.status for name, r in result.tasks.items()})
