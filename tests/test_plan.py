@@ -1,6 +1,7 @@
 """-validate and -graph: the plan of a playbook, what waits for what and why, run nothing."""
 
 import html
+import os
 import re
 import shutil
 import subprocess
@@ -136,6 +137,24 @@ def test_validate_into_a_closed_pipe(tmp_path):
     p.stdout.close()
     assert p.stderr.read() == b""
     assert p.wait(timeout=60) == 0
+
+
+def test_main_in_process(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "p.yml"
+    path.write_text(PLAYBOOK)
+    assert gxo.main(["-validate", "-playbook", str(path)]) == 0
+    assert capsys.readouterr().out == PLAN
+    assert gxo.main(["-graph=dot", str(path)]) == 0
+    assert _dot_edges(capsys.readouterr().out) == EDGES
+    assert gxo.main(["-graph", "svg", str(path)]) == 2
+    assert gxo.main(["-validate", "-graph", "dot", str(path)]) == 2
+    assert capsys.readouterr().out == ""
+    read, write = os.pipe()
+    os.close(read)
+    with open(write, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        assert gxo.main(["-validate", str(path)]) == 0
+        assert os.path.samestat(os.fstat(write), os.stat(os.devnull))
 
 
 # -- Mermaid: the grammar gxo writes, checked line by line
