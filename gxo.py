@@ -395,7 +395,7 @@ class Task:
                  "stream_input", "ignore_errors", "when", "loop", "loop_var",
                  "index_var", "parallel", "attempts", "delay", "retry_on_error",
                  "depends_on", "timeout", "module", "_params", "_when", "_loop",
-                 "needs", "no_log")
+                 "needs", "edges", "no_log")
 
     def __init__(self, index):
         self.index = index
@@ -407,6 +407,12 @@ class Task:
         self.attempts, self.delay, self.retry_on_error = 1, 1.0, True
         self.depends_on = []
         self.needs = set()          # indexes of tasks this one must wait for
+        self.edges = {}             # index in needs -> why: {"data", "status", "depends_on"}
+
+    def wait_for(self, index, kind):
+        """Wait for task ``index``; ``kind`` says why (for -validate and -graph)."""
+        self.needs.add(index)
+        self.edges.setdefault(index, set()).add(kind)
 
     def __repr__(self):
         return f"<Task {self.label}>"
@@ -703,7 +709,7 @@ class _Loader:
                 container = raw["depends_on"] if isinstance(raw["depends_on"], list) else raw
                 key = i if container is not raw else "depends_on"
                 producer = self.named(keys, container, key, dep, t, "depends_on")
-                t.needs.add(producer.index)
+                t.wait_for(producer.index, "depends_on")
         clash = set(registers) & set(self.doc.root.get("vars") or {}).union(
             self.cli_vars, *(d.root for d in self.var_files))
         if clash:
@@ -827,7 +833,7 @@ class _Loader:
                                         + self.hint(t, parts[0], names, item_vars), t, path)
                     producer = self.registers.get(parts[0])
                     if producer is not None and parts[0] not in defined:
-                        t.needs.add(producer.index)
+                        t.wait_for(producer.index, "data")
 
     def hint(self, t, name, names, item_vars):
         hint = _suggest(name, names)
@@ -853,7 +859,7 @@ class _Loader:
             if len(parts) > 3 and parts[3] != "status":
                 raise self.fail(container, key, f"_gxo.tasks.{name} has only 'status', not "
                                 f"'{parts[3]}'", t, field)
-            t.needs.add(self.task_keys[name].index)
+            t.wait_for(self.task_keys[name].index, "status")
 
 
 def _yaml_value(text, name):
@@ -2884,6 +2890,149 @@ def _cycle_text(edges, tasks):
     return " -> ".join(parts)
 
 
+# -- the plan: -validate and -graph show the DAG without running it
+
+_EDGE_KINDS = ("data", "status", "depends_on", "stream", "always")
+_EDGE_MEANING = {
+    "data": "data .KEY: reads the register key KEY of that task",
+    "status": "status: reads _gxo.tasks.NAME.status of that task",
+    "depends_on": "depends_on: names that task in depends_on",
+    "stream": "stream: reads that task's records, running beside it (stream_input)",
+    "always": "always: a failure handler, it runs once they end, whatever their outcome",
+}
+
+
+def _edges(playbook):
+    """(awaited, waiting, kinds) for every edge, by waiting task then awaited task."""
+    tasks = playbook.tasks
+    producer = {c: p for p, cons in playbook.consumers.items() for c in cons}
+    edges = []
+    for t in tasks:
+        why = {i: set(kinds) for i, kinds in t.edges.items()}
+        if t.index in producer:
+            why.setdefault(producer[t.index], set()).add("stream")
+        if getattr(t, "always", False):
+            for kinds in why.values():
+                kinds.add("always")
+        edges += [(i, t.index, [k for k in _EDGE_KINDS if k in why[i]]) for i in sorted(why)]
+    return edges
+
+
+def _waves(playbook):
+    """Pipelines by depth in the DAG: wave 0 waits for nothing, wave n for wave n-1."""
+    tasks = playbook.tasks
+    groups = sorted(sorted(g) for g in playbook.pipelines)
+    group_of = {i: g for g, members in enumerate(groups) for i in members}
+    dependents = [[] for _ in groups]
+    pending = [0] * len(groups)
+    for g, members in enumerate(groups):
+        for h in {group_of[d] for i in members for d in tasks[i].needs} - {g}:
+            dependents[h].append(g)
+            pending[g] += 1
+    level = [0] * len(groups)
+    order = [g for g in range(len(groups)) if not pending[g]]
+    for g in order:                     # Kahn's algorithm: the DAG has no cycle by now
+        for h in dependents[g]:
+            level[h] = max(level[h], level[g] + 1)
+            pending[h] -= 1
+            if not pending[h]:
+                order.append(h)
+    waves = [[] for _ in range(max(level) + 1)]
+    for g, members in enumerate(groups):
+        waves[level[g]].append(members)
+    return waves
+
+
+def _columns(rows):
+    """Lines of a text table: every column but the last padded to its width."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    return ["  ".join([cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]).rstrip()
+            for row in rows]
+
+
+def _plan(playbook):
+    """The text -validate prints: each task, what it waits for and why, and the waves."""
+    tasks = playbook.tasks
+    waits, used = {t.index: [] for t in tasks}, set()
+    for i, j, kinds in _edges(playbook):
+        used.update(kinds)
+        why = ", ".join(f"data .{tasks[i].register}" if k == "data" else k for k in kinds)
+        waits[j].append(f"{tasks[i].key} ({why})")
+    waves = _waves(playbook)
+    lines = [f"playbook '{playbook.name}' is valid: {_plural(len(tasks), 'task')} in "
+             f"{_plural(len(waves), 'wave')}; nothing was run", ""]
+    lines += _columns([("task", "type", "waits for (why)")] + [
+        (t.key, t.type, ", ".join(waits[t.index]) or "-") for t in tasks])
+    lines.append("")
+    lines += _columns([("wave", "tasks that can run at the same time")] + [
+        (str(n), ", ".join(tasks[m[0]].key if len(m) == 1 else
+                           "[" + ", ".join(tasks[i].key for i in m) + "]" for m in wave))
+        for n, wave in enumerate(waves, 1)])
+    lines.append("")
+    lines += [_EDGE_MEANING[k] for k in _EDGE_KINDS if k in used]
+    if any(len(g) > 1 for g in playbook.pipelines):
+        lines.append("[a, b]: a stream pipeline, its tasks start together")
+    lines.append("a wave's tasks start once what they wait for in earlier waves has ended")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text):
+    """A Mermaid label in double quotes: entity codes for what would end or mark it up."""
+    text = text.replace("\n", " ").replace("#", "#35;")
+    for c, code in (('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("&", "#amp;"), ("`", "#96;")):
+        text = text.replace(c, code)
+    return f'"{text}"'
+
+
+def _dot_text(text):
+    """A DOT double-quoted string (Graphviz reads &name; in it as an HTML entity)."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("&", "&amp;")
+    return '"' + text.replace("\n", "\\n") + '"'
+
+
+# Mermaid arrow and DOT style of an edge, by its first kind (always only adds colour).
+_MERMAID_ARROWS = {"stream": "==>", "data": "-->", "status": "-.->", "depends_on": "-.->"}
+_DOT_STYLES = {"stream": "bold", "data": "solid", "status": "dashed", "depends_on": "dotted"}
+
+
+def _graph(playbook, form):
+    """The DAG as a Mermaid flowchart or a Graphviz digraph, edges labelled by kind.
+
+    Nodes are t1..tN in file order; a stream pipeline is drawn as one box.
+    """
+    tasks, edges = playbook.tasks, _edges(playbook)
+    pipelines = [g for g in sorted(sorted(g) for g in playbook.pipelines) if len(g) > 1]
+    in_pipeline = {i for g in pipelines for i in g}
+    alone = [t.index for t in tasks if t.index not in in_pipeline]
+    always = [n for n, (_, _, kinds) in enumerate(edges) if "always" in kinds]
+    if form == "mermaid":
+        def node(i):
+            return f"t{i + 1}[{_mermaid_text(f'{tasks[i].key} ({tasks[i].type})')}]"
+        lines = ["flowchart TD", f"  %% gxo playbook {_mermaid_text(playbook.name)}"]
+        lines += ["  " + node(i) for i in alone]
+        for n, g in enumerate(pipelines, 1):
+            lines += [f'  subgraph p{n} ["pipeline"]'] + ["    " + node(i) for i in g] + ["  end"]
+        lines += [f"  t{i + 1} {_MERMAID_ARROWS[kinds[0]]}|{', '.join(kinds)}| t{j + 1}"
+                  for i, j, kinds in edges]
+        if always:
+            lines.append(f"  linkStyle {','.join(map(str, always))} stroke:#d33,color:#d33")
+        return "\n".join(lines) + "\n"
+
+    def node(i):
+        label = _dot_text(f"{tasks[i].key}\n{tasks[i].type}")
+        return f"t{i + 1} [label={label}];"
+    lines = [f"digraph {_dot_text(playbook.name)} {{", "  node [shape=box];"]
+    lines += ["  " + node(i) for i in alone]
+    for n, g in enumerate(pipelines, 1):
+        lines += [f"  subgraph cluster_p{n} {{", '    label="pipeline"; style=dashed;']
+        lines += ["    " + node(i) for i in g] + ["  }"]
+    for n, (i, j, kinds) in enumerate(edges):
+        colour = ', color="#dd3333", fontcolor="#dd3333"' if n in always else ""
+        lines.append(f"  t{i + 1} -> t{j + 1} [label={_dot_text(', '.join(kinds))}, "
+                     f"style={_DOT_STYLES[kinds[0]]}{colour}];")
+    return "\n".join(lines + ["}"]) + "\n"
+
+
 # ---------------------------------------------------------------- modules
 
 _MODULES = {}                   # module type name -> factory
@@ -3907,6 +4056,9 @@ usage: gxo -playbook FILE [flags]
                              -var replicas=3, -var 'hosts=[a, b]', -var 'msg=[WIP] x'
   -var-file FILE             set variables from a YAML mapping (repeatable, later files win)
   -dry-run                   log what would run, change nothing
+  -validate                  check the playbook and print the plan (what waits for what,
+                             and why); run nothing
+  -graph mermaid|dot         check the playbook and print its DAG for Mermaid or Graphviz
   -log-level LEVEL           DEBUG, INFO, WARN or ERROR (default INFO)
   -concurrency N             most tasks running at once (default {concurrency})
   -channel-buffer-size N     records buffered per stream (default 100)
@@ -3920,8 +4072,9 @@ exit codes: 0 success, 1 a task failed, 2 invalid usage or playbook,
 
 _FLAGS = {"playbook": "str", "var": "list", "dry-run": "bool", "log-level": "str",
           "concurrency": "int", "channel-buffer-size": "int", "modules-dir": "list",
-          "var-file": "list",
+          "var-file": "list", "validate": "bool", "graph": "str",
           "version": "bool", "h": "bool", "help": "bool"}
+_GRAPH_FORMS = ("mermaid", "dot")
 
 
 class _UsageError(Exception):
@@ -3976,6 +4129,11 @@ def _parse_args(argv):
             raise _UsageError(f"-var needs key=value, got {item!r}")
         variables[key] = value              # text: the loader types it by the declared var
     opts["var"] = variables
+    if "graph" in opts and opts["graph"] not in _GRAPH_FORMS:
+        raise _UsageError(f"-graph takes mermaid or dot, got {opts['graph']!r}"
+                          + _suggest(opts["graph"], _GRAPH_FORMS))
+    if "graph" in opts and opts.get("validate"):
+        raise _UsageError("-validate and -graph are two different outputs: give one of them")
     return opts
 
 
@@ -4003,6 +4161,14 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         return 130
+    if opts.get("validate") or "graph" in opts:
+        text = _plan(playbook) if opts.get("validate") else _graph(playbook, opts["graph"])
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:     # `gxo -validate ... | head`: the reader had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     import gc
     gc.freeze()         # the playbook lives as long as the process: never scan it again
     engine = Engine(playbook, dry_run=opts.get("dry-run", False),

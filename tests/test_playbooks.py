@@ -1,13 +1,17 @@
 """Every example playbook runs end to end through the CLI, from another directory."""
 
+import io
 import json
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from conftest import ROOT
+from gxo import Engine, Logger, TaskError, load_playbook
 from test_record_modules import _expected_errors
 
 PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.yml"))
@@ -93,3 +97,93 @@ def test_stream_logs(tmp_path):
     assert [json.loads(line) for line in open(report)] == errors
     assert f"[summary] {len(errors)} ERROR records of 120 in" in r.stderr
     assert "[RECORD_ERROR] task=read_log" in r.stderr
+
+
+# -- race-freedom: tasks run in DAG order, not file order
+
+PATIENCE = 10.0     # seconds a task waits for its rivals at most: never, unless gxo hangs
+
+
+def _hold_for_rivals(playbook, later_first):
+    """Hold each task, before its module runs, until its rivals have ended: the tasks the
+    DAG lets run at the same time as it that come later in the file (``later_first``),
+    or earlier.  A task that uses what a rival makes (a file, a process) without an edge
+    to it then runs first and fails, however fast or slow either of them is.
+
+    Pipelines count as one task.  A task does not wait for a rival that waits for it,
+    through the DAG or other holds: those two run as the engine likes.
+    """
+    tasks = playbook.tasks
+    groups = sorted(sorted(g) for g in playbook.pipelines)
+    group_of = {i: g for g, members in enumerate(groups) for i in members}
+    waits = [{group_of[d] for i in m for d in tasks[i].needs} - {g} for g, m in enumerate(groups)]
+
+    def reaches(g, h):                  # does g wait for h, transitively?
+        seen, todo = set(), [g]
+        while todo:
+            for x in waits[todo.pop()] - seen:
+                seen.add(x)
+                todo.append(x)
+        return h in seen
+    dag = [set(w) for w in waits]
+    for g in range(len(groups)):
+        for h in (range(g + 1, len(groups)) if later_first else range(g)):
+            if not reaches(g, h) and not reaches(h, g):
+                waits[g].add(h)
+    for g, members in enumerate(groups):
+        rivals = [tasks[i].key for h in waits[g] - dag[g] for i in groups[h]]
+        for i in members:
+            tasks[i].module = _held(tasks[i].module, rivals)
+
+
+def _held(factory, rivals):
+    """The module class, its first call (of a loop or retries) held until ``rivals`` end."""
+    lock, started = threading.Lock(), []
+
+    class Held(factory):
+        def perform(self, ctx, params, state, *args):
+            with lock:                  # parallel loop items wait for the first one
+                deadline = time.monotonic() + PATIENCE
+                ended = state["_gxo"]["tasks"]
+                while not started and not all(r in ended for r in rivals):
+                    if time.monotonic() > deadline:
+                        raise TaskError(f"held for {PATIENCE}s: {rivals} did not end")
+                    if ctx.wait(0.01):
+                        break
+                started.append(True)
+            return super().perform(ctx, params, state, *args)
+    return Held
+
+
+def _run(text_or_path, later_first=None):
+    """Run a playbook in this process; with ``later_first``, hold tasks for their rivals."""
+    playbook = load_playbook(text_or_path)
+    if later_first is not None:
+        _hold_for_rivals(playbook, later_first)
+    log = io.StringIO()
+    engine = Engine(playbook, concurrency=len(playbook.tasks), logger=Logger("INFO", log))
+    return engine.run(), log.getvalue()
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS, ids=lambda p: p.stem)
+def test_playbook_is_race_free(playbook, tmp_path, monkeypatch):
+    # Whichever of two unordered tasks goes first, the run ends as it does at full speed:
+    # every task waits for what it uses.  (Compared, not required to pass: an example may
+    # fail on purpose.)
+    monkeypatch.chdir(tmp_path)
+    result, log = _run(playbook)
+    expected = (result.exit_code, {name: r.status for name, r in result.tasks.items()})
+    for later_first in (True, False):
+        result, log = _run(playbook, later_first)
+        assert (result.exit_code, {n: r.status for n, r in result.tasks.items()}) == expected, log
+
+
+def test_race_check_catches_a_missing_edge(tmp_path, monkeypatch):
+    # build-test-deploy as it was: unit_tests ran the artifact without waiting for build.
+    text = (ROOT / "playbooks" / "build-test-deploy.yml").read_text()
+    racy = text.replace("    depends_on: [build]\n", "", 1)
+    assert racy != text
+    monkeypatch.chdir(tmp_path)
+    result, log = _run(racy, later_first=True)
+    assert result.tasks["unit_tests"].status == "Failed", log
+    assert "dist/app.py" in result.tasks["unit_tests"].reason
