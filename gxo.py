@@ -3215,40 +3215,59 @@ class _Reporter:
 
     def _write(self, result, halted):
         """Write the report (docs/report.md describes it)."""
-        tasks = []
-        for t in self.playbook.tasks:
-            r = result.tasks[t.key]
-            items = None
-            if t.index in self._items:
-                items = []
-                for i, (item, outcome) in enumerate(zip(*self._items[t.index])):
-                    status, reason, attempts = outcome or (SKIPPED, "not started", 0)
-                    items.append({"index": i, "item": _excerpt(item), "status": status,
-                                  "reason": reason, "attempts": attempts})
-            tasks.append({"name": r.name, "type": t.type, "status": r.status, "reason": r.reason,
-                          "ignore_errors": t.ignore_errors, "duration": round(r.duration, 3),
-                          "attempts": r.attempts, "record_errors": r.record_errors, "items": items})
+        def items(index):
+            for i, (item, outcome) in enumerate(zip(*self._items[index])):
+                status, reason, attempts = outcome or (SKIPPED, "not started", 0)
+                yield {"index": i, "item": _excerpt(item), "status": status, "reason": reason,
+                       "attempts": attempts}
+
+        tasks = (({"name": r.name, "type": t.type, "status": r.status, "reason": r.reason,
+                   "ignore_errors": t.ignore_errors, "duration": round(r.duration, 3),
+                   "attempts": r.attempts, "record_errors": r.record_errors},
+                  items(t.index) if t.index in self._items else None)
+                 for t in self.playbook.tasks for r in (result.tasks[t.key],))
         _write_report(self.report, self.log, {
             "playbook": {"name": self.playbook.name, "file": self.playbook.file},
             "start": _utc(self.start), "duration": round(result.duration, 3),
             "exit_code": result.exit_code, "dry_run": self.dry_run, "halted": halted,
-            "error": None, "counts": result.counts(), "tasks": tasks})
+            "error": None, "counts": result.counts()}, tasks)
 
 
 def _progress(done, failed, total):
     return f"{done}/{total} items" + (f", {failed} failed" if failed else "")
 
 
-def _write_report(path, log, fields):
-    """Write a -report file whole: a new file replaces the old one only when complete."""
+def _report_text(fields, tasks):
+    """The report in pieces: ``fields``, then each (task, its items or None) of ``tasks``.
+
+    One task, and one loop item, a line: the C encoder writes a big loop's
+    report fast, and it still reads well.
+    """
     import json
-    text = json.dumps({"schema": _Reporter.SCHEMA, "gxo": __version__, **fields},
-                      indent=2, ensure_ascii=False) + "\n"
-    atomic = not os.path.exists(path) or os.path.isfile(path)     # not /dev/stdout or a FIFO
+    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    yield dumps({"schema": _Reporter.SCHEMA, "gxo": __version__, **fields})[:-1] + ',\n "tasks": ['
+    for n, (task, items) in enumerate(tasks):
+        yield ("," if n else "") + "\n  " + dumps(task)[:-1] + ', "items": '
+        if items is None:
+            yield "null}"
+        else:
+            yield "[" + ",".join("\n   " + dumps(item) for item in items) + "]}"
+    yield "]}\n"
+
+
+def _write_report(path, log, fields, tasks=()):
+    """Write a -report file (``-``: stdout); a new file replaces the old one only when complete."""
+    # Replace only a regular file: write through a symlink (/dev/stdout), a FIFO or a device.
+    atomic = path != "-" and (not os.path.lexists(path)
+                              or (os.path.isfile(path) and not os.path.islink(path)))
     tmp = f"{path}.tmp" if atomic else path
     try:
+        if path == "-":
+            sys.stdout.writelines(_report_text(fields, tasks))
+            sys.stdout.flush()
+            return
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.writelines(_report_text(fields, tasks))
         if atomic:
             os.replace(tmp, path)
     except OSError as e:
@@ -3850,7 +3869,7 @@ usage: gxo -playbook FILE [flags]
   -dry-run                   log what would run, change nothing
   -log-level LEVEL           DEBUG, INFO, WARN or ERROR (default INFO)
   -log-format FORMAT         text or json: one JSON object per line (default text)
-  -report FILE               write a JSON report of the run to FILE (docs/report.md)
+  -report FILE               write a JSON report of the run to FILE, - for stdout (docs/report.md)
   -concurrency N             most tasks running at once (default {concurrency})
   -channel-buffer-size N     records buffered per stream (default 100)
   -modules-dir DIR           also load modules from DIR (repeatable; also $GXO_MODULES_PATH)
@@ -3942,8 +3961,11 @@ def main(argv=None):
         logger = Logger(opts.get("log-level", "INFO"), format=opts.get("log-format", "text"),
                         color=_color_wanted(sys.stderr))
         report = opts.get("report")
-        if report is not None and not os.path.isdir(os.path.dirname(os.path.abspath(report))):
-            raise _UsageError(f"-report {report}: no such directory")
+        if report is not None:
+            if not os.path.isdir(os.path.dirname(os.path.abspath(report))):
+                raise _UsageError(f"-report {report}: no such directory")
+            if os.path.realpath(report) == os.path.realpath(opts["playbook"]):
+                raise _UsageError(f"-report {report} would overwrite the playbook")
     except (_UsageError, ValueError) as e:
         sys.stderr.write(f"gxo: {e}\n\n" + _USAGE.format(concurrency=_default_concurrency()))
         return 2
@@ -3960,7 +3982,7 @@ def main(argv=None):
                 "playbook": {"name": None, "file": opts["playbook"]}, "start": _utc(start),
                 "duration": round(time.time() - start, 3), "exit_code": 2,
                 "dry_run": opts.get("dry-run", False), "halted": None, "error": str(e),
-                "counts": {}, "tasks": []})
+                "counts": {}})
         return 2
     except KeyboardInterrupt:
         return 130

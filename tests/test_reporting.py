@@ -164,10 +164,13 @@ def test_report_of_a_playbook_that_does_not_load(cli, tmp_path):
     assert check_against_doc(doc) == {f for f in documented_fields() if f.startswith("tasks[].")}
 
 
-def test_report_needs_an_existing_directory(cli, tmp_path):
+def test_report_needs_an_existing_directory_and_not_the_playbook(cli, tmp_path):
     r = cli("-report", "missing/report.json", playbook=LOOP)
     assert r.returncode == 2 and "-report missing/report.json: no such directory" in r.stderr
     assert "[build] started" not in r.stderr
+    r = cli("-report", "./playbook.yml", playbook=LOOP)
+    assert r.returncode == 2 and "-report ./playbook.yml would overwrite the playbook" in r.stderr
+    assert (tmp_path / "playbook.yml").read_text() == textwrap.dedent(LOOP)
 
 
 def test_report_that_cannot_be_written_is_logged(run, tmp_path):
@@ -185,6 +188,38 @@ def test_report_left_unfinished_is_removed(run, tmp_path, monkeypatch):
     r = run("name: x\ntasks: [{type: log, params: {message: hi}}]\n", report=str(tmp_path / "r.json"))
     assert "cannot write the report" in r.log and "No space left on device" in r.log
     assert sorted(p.name for p in tmp_path.iterdir()) == ["playbook.yml"]
+
+
+def test_report_through_a_symlink_keeps_the_link(run, tmp_path):
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    r = run("name: x\ntasks: [{type: log, params: {message: hi}}]\n", report=str(tmp_path / "link.json"))
+    assert r.ok and (tmp_path / "link.json").is_symlink()
+    assert json.loads((tmp_path / "real.json").read_text())["exit_code"] == 0
+
+
+def test_report_to_stdout(cli, tmp_path):
+    r = cli("-report", "-", playbook=LOOP)
+    assert r.returncode == 1
+    assert check_against_doc(json.loads(r.stdout)) == set()
+    assert "recap of 'demo'" in r.stderr and "recap" not in r.stdout
+    assert r.stdout.count("\n") == 1 + 1 + 3 + 3       # head, tasks, one line per task and item
+
+
+def test_report_to_stdout_in_process(capsys):
+    assert gxo.run_playbook("name: x\ntasks: [{type: log, params: {message: hi}}]\n",
+                            report="-", log_stream=io.StringIO()).ok
+    assert json.loads(capsys.readouterr().out)["tasks"][0]["name"] == "#1"
+
+
+def test_report_to_stdout_closed_early(tmp_path):
+    book = tmp_path / "p.yml"
+    items = json.dumps(list(range(5000)))          # a report bigger than a pipe holds
+    book.write_text(f"name: x\ntasks: [{{type: log, loop: {items}, params: {{message: hi, level: debug}}}}]\n")
+    r = subprocess.run(f"{sys.executable} {ROOT / 'gxo.py'} {book} -report - | head -c 10",
+                       shell=True, capture_output=True, text=True, timeout=60)
+    assert r.stdout == '{"schema":'
+    assert "ERROR cannot write the report -: Broken pipe" in r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
 
 
 def test_report_to_a_fifo_is_written_in_place(run, tmp_path):
