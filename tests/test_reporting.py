@@ -48,7 +48,7 @@ _TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool
 
 
 def check_against_doc(report):
-    """Every field written is documented with its type, and every documented one is written."""
+    """Check that each field written is documented, with its type; return those not written."""
     documented, seen = documented_fields(), set()
 
     def walk(value, path):
