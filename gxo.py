@@ -23,6 +23,7 @@ __all__ = [
     "load_playbook", "Playbook", "Task", "Params",
     "render", "resolve", "template_variables", "compile_template", "format_value", "truthy",
     "Channel", "copy_record", "Module", "TaskContext", "register", "Logger",
+    "DEBUG", "INFO", "WARN", "ERROR", "LEVELS",
     "Engine", "RunResult", "TaskResult", "run_playbook", "main",
 ]
 __version__ = "0.1.0"
@@ -3354,12 +3355,41 @@ def _as_text(name, value):
 
 # ---------------------------------------------------------------- logging
 
-_LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
-_LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARN", 40: "ERROR"}
+DEBUG, INFO, WARN, ERROR = 10, 20, 30, 40
+LEVELS = {"DEBUG": DEBUG, "INFO": INFO, "WARN": WARN, "ERROR": ERROR}   # the one level table
+_LEVEL_NAMES = {n: name for name, n in LEVELS.items()}
+# ANSI colours of the level names and status words (INFO stays plain).
+_COLORS = {"DEBUG": "2", "WARN": "33", "ERROR": "1;31",
+           COMPLETED: "32", FAILED: "31", SKIPPED: "36"}
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):      # no such method, or closed
+        return False
+
+
+def _color_wanted(stream):
+    """Colour the log? NO_COLOR, then FORCE_COLOR, then TERM=dumb, then a TTY decides.
+
+    The order CPython 3.13 uses for its own colour; any non-empty value counts.
+    """
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return os.environ.get("TERM") != "dumb" and _isatty(stream)
 
 
 class Logger:
     """Leveled log lines on a text stream (stderr by default), from any thread.
+
+    ``format`` is ``text`` (a time, the level and the message) or ``json`` (one
+    object per line: time, level, task, event, status, duration, message and
+    any other fields given).  ``color`` paints level names and status words
+    (text only).  On a TTY, ``progress`` shows a line that the next line
+    written replaces.
 
     ``log(..., hold=True)`` keeps a line back until the next ``flush`` or
     unheld line (order is kept): the engine holds the line that ends a task
@@ -3367,25 +3397,47 @@ class Logger:
     a busy run makes one write per task, not two.
     """
 
-    def __init__(self, level="INFO", stream=None):
+    def __init__(self, level="INFO", stream=None, *, format="text", color=False):
+        name = str(level).upper()
         try:
-            self.level = _LEVELS[str(level).upper()]
+            self.level = LEVELS["WARN" if name == "WARNING" else name]
         except KeyError:
             raise ValueError(f"unknown log level '{level}'; use DEBUG, INFO, WARN or ERROR") from None
-        self.stream = stream
+        if format not in ("text", "json"):
+            raise ValueError(f"unknown log format '{format}'; use text or json")
+        self.stream, self.format = stream, format
+        self.color = color and format == "text"
+        self.tty = format == "text" and _isatty(stream or sys.stderr)
         self._lock = threading.Lock()
         self._held = []
         self._second, self._stamp = None, ""
+        self._progress = False          # a progress line is on the screen
+        if format == "json":
+            import json
+            self._dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
-    def log(self, level, message, hold=False):
+    def log(self, level, message, hold=False, *, task=None, event="log", **fields):
+        """Write one line; ``task``, ``event`` and ``fields`` are for the json format."""
         if level < self.level:
             return
-        message = _secrets.mask(message)
         now = time.time()
         second = int(now)
         if second != self._second:      # strftime once a second, not once a line
-            self._second, self._stamp = second, time.strftime("%H:%M:%S", time.localtime(now))
-        line = f"{self._stamp}.{int(now % 1 * 1000):03d} {_LEVEL_NAMES[level]:<5} {message}\n"
+            self._second, self._stamp = second, time.strftime(
+                "%Y-%m-%dT%H:%M:%S" if self.format == "json" else "%H:%M:%S",
+                (time.gmtime if self.format == "json" else time.localtime)(now))
+        if self.format == "json":
+            line = self._dumps({
+                "time": f"{self._stamp}.{int(now % 1 * 1000):03d}Z", "level": _LEVEL_NAMES[level],
+                "task": task, "event": event, "status": fields.pop("status", None),
+                "duration": fields.pop("duration", None), "message": message, **fields}) + "\n"
+        else:
+            name = _LEVEL_NAMES[level]
+            if self.color and level != INFO:
+                name = self.paint(name) + " " * (5 - len(name))
+            line = (f"{self._stamp}.{int(now % 1 * 1000):03d} {name:<5} "
+                    + (f"[{task}] {message}\n" if task is not None else f"{message}\n"))
+        line = _secrets.mask(line)
         with self._lock:
             if hold:
                 self._held.append(line)
@@ -3393,45 +3445,249 @@ class Logger:
             if self._held:
                 line = "".join(self._held) + line
                 self._held.clear()
-            (self.stream or sys.stderr).write(line)
+            self._write(line)
 
     def flush(self):
         """Write the lines held back."""
         with self._lock:
             if self._held:
-                (self.stream or sys.stderr).write("".join(self._held))
+                self._write("".join(self._held))
                 self._held.clear()
 
+    def progress(self, text):
+        """Show ``text`` on one updating line (a TTY at INFO only), cut to the screen's width."""
+        if not self.tty or self.level > INFO:
+            return
+        out = self.stream or sys.stderr
+        try:
+            width = os.get_terminal_size(out.fileno()).columns or 80     # 0: size unknown
+        except (AttributeError, ValueError, OSError):
+            width = 80
+        if len(text) >= width:
+            text = text[:max(width - 4, 0)] + "..."
+        with self._lock:
+            held = "".join(self._held)
+            self._held.clear()
+            self._write(held)
+            out.write(f"\r\x1b[K{text}")
+            out.flush()
+            self._progress = True
+
+    def _write(self, text):
+        """Write (lock held), first erasing the progress line if one is shown."""
+        if self._progress and text:
+            text, self._progress = "\r\x1b[K" + text, False
+        (self.stream or sys.stderr).write(text)
+
+    def paint(self, word):
+        """The word in its colour, if this log is coloured."""
+        code = _COLORS.get(word) if self.color else None
+        return f"\x1b[{code}m{word}\x1b[0m" if code else word
+
     def debug(self, message):
-        self.log(10, message)
+        self.log(DEBUG, message)
 
     def info(self, message):
-        self.log(20, message)
+        self.log(INFO, message)
 
     def warn(self, message):
-        self.log(30, message)
+        self.log(WARN, message)
 
     def error(self, message):
-        self.log(40, message)
+        self.log(ERROR, message)
 
 
 _HIDDEN = "details hidden (no_log)"
 
 
 class _TaskLog(Logger):
-    """A logger that prefixes each line with the task's name.
+    """A logger for one task: its lines name the task.
 
     A ``no_log`` task's lines say only that they were hidden: modules and the
     runner write params, output and reasons into them.
     """
 
     def __init__(self, logger, name, hide=False):
-        self.level, self._logger, self._prefix = logger.level, logger, f"[{name}] "
+        self.level, self._logger, self._task = logger.level, logger, name
         self._hide = hide
 
     def log(self, level, message):
         if level >= self.level:
-            self._logger.log(level, self._prefix + (_HIDDEN if self._hide else message))
+            self._logger.log(level, _HIDDEN if self._hide else message, task=self._task)
+
+
+def _utc(t):
+    """An ISO 8601 UTC time with milliseconds: 2025-01-31T09:30:00.125Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+class _Reporter:
+    """What a run tells its operator, told by the engine step by step (doit's
+    reporter is the model): the task start and end lines, loop progress, the
+    recap, and the JSON report of ``-report FILE`` (docs/report.md).
+
+    Loop progress (n/N, failures so far) shows once a loop has run a second:
+    on a TTY as one updating line, at most once a second; otherwise (a file,
+    a pipe, the json format) as a log line per loop at most every 5 seconds.
+    """
+
+    SCHEMA = "gxo-report/1"
+    EVERY_TTY, EVERY_PLAIN = 1.0, 5.0       # seconds between progress updates
+
+    def __init__(self, log, playbook, dry_run=False, report=None):
+        self.log, self.playbook, self.dry_run, self.report = log, playbook, dry_run, report
+        self.start = time.time()
+        self._lock = threading.Lock()       # guards _loops and _drawn
+        self._loops = {}                    # a running loop's task key -> [done, failed, total, shown]
+        self._drawn = 0.0                   # when the TTY progress line was last drawn
+        self._items = {}                    # task index -> (items, outcomes), for the report
+
+    def run_started(self):
+        pb = self.playbook
+        self.start = time.time()
+        self.log.log(INFO, f"playbook '{pb.name}': {len(pb.tasks)} tasks"
+                     + (" (dry run)" if self.dry_run else ""), event="run_started")
+
+    def task_started(self, t):
+        # This line also writes the end lines held.
+        self.log.log(INFO, "started", task=t.key, event="task_started")
+
+    def loop_started(self, t, items):
+        with self._lock:
+            self._loops[t.key] = [0, 0, len(items), time.monotonic()]
+        if self.report is not None:
+            self._items[t.index] = (items, [None] * len(items))
+
+    def item_ended(self, t, i, status, reason, attempts):
+        """Count a loop item (and keep its outcome for the report); show progress when due."""
+        if self.report is not None:
+            self._items[t.index][1][i] = (status, reason, attempts)
+        now, live = time.monotonic(), self.log.tty
+        with self._lock:
+            p = self._loops[t.key]
+            p[0] += 1
+            p[1] += status == FAILED
+            if p[0] == p[2] or now - p[3] < (self.EVERY_TTY if live else self.EVERY_PLAIN):
+                return
+            if live:
+                if now - self._drawn < self.EVERY_TTY:
+                    return
+                self._drawn = now
+                text = "progress: " + "; ".join(f"[{k}] {_progress(*q[:3])}"
+                                                for k, q in self._loops.items())
+            p[3] = now
+            done, failed, total = p[:3]
+        if live:
+            self.log.progress(text)
+        else:
+            self.log.log(INFO, _progress(done, failed, total), task=t.key, event="progress",
+                         done=done, total=total, failed=failed)
+
+    def task_ended(self, t, result):
+        if t.key in self._loops:
+            with self._lock:
+                del self._loops[t.key]
+        text = self.log.paint(result.status)
+        if result.status != SKIPPED or result.duration:
+            text += f" in {_seconds(result.duration)}"
+        if result.reason:
+            text += f": {result.reason}"
+        if result.record_errors:
+            text += f" ({_plural(result.record_errors, 'record error')})"
+        level = ERROR if result.status == FAILED else INFO
+        if result.status == FAILED and t.ignore_errors:
+            text += " (ignored)"
+            level = WARN
+        self.log.log(level, text, hold=level == INFO, task=t.key, event="task_ended",
+                     status=result.status, duration=round(result.duration, 3))
+
+    def run_ended(self, result, halted):
+        """The recap, and the report if asked for."""
+        counts = result.counts()
+        total = (", ".join(f"{n} {s}" for s, n in counts.items())
+                 + f" in {_seconds(result.duration)}" + (f" ({halted})" if halted else ""))
+        if self.log.format == "json":
+            self.log.log(INFO, total, event="recap", duration=round(result.duration, 3),
+                         counts=counts, exit_code=result.exit_code, halted=halted)
+        else:
+            width = max(len(r.name) for r in result.tasks.values())
+            lines = [f"recap of '{self.playbook.name}':"]
+            for r in result.tasks.values():
+                pad = " " * (9 - len(r.status))
+                line = (f"  {r.name:<{width}}  {self.log.paint(r.status)}{pad}"
+                        f"  {_seconds(r.duration) if r.duration else '-':>7}")
+                if r.attempts > 1:
+                    line += f"  {r.attempts} attempts"
+                if r.record_errors:
+                    line += f"  {_plural(r.record_errors, 'record error')}"
+                if r.reason:
+                    line += f"  {r.reason}"
+                lines.append(line)
+            self.log.info("\n".join(lines + ["  " + total]))
+        if self.report is not None:
+            self._write(result, halted)
+
+    def _write(self, result, halted):
+        """Write the report (docs/report.md describes it)."""
+        def items(index):
+            for i, (item, outcome) in enumerate(zip(*self._items[index])):
+                status, reason, attempts = outcome or (SKIPPED, "not started", 0)
+                yield {"index": i, "item": _excerpt(item), "status": status, "reason": reason,
+                       "attempts": attempts}
+
+        tasks = (({"name": r.name, "type": t.type, "status": r.status, "reason": r.reason,
+                   "ignore_errors": t.ignore_errors, "duration": round(r.duration, 3),
+                   "attempts": r.attempts, "record_errors": r.record_errors},
+                  items(t.index) if t.index in self._items else None)
+                 for t in self.playbook.tasks for r in (result.tasks[t.key],))
+        _write_report(self.report, self.log, {
+            "playbook": {"name": self.playbook.name, "file": self.playbook.file},
+            "start": _utc(self.start), "duration": round(result.duration, 3),
+            "exit_code": result.exit_code, "dry_run": self.dry_run, "halted": halted,
+            "error": None, "counts": result.counts()}, tasks)
+
+
+def _progress(done, failed, total):
+    return f"{done}/{total} items" + (f", {failed} failed" if failed else "")
+
+
+def _report_text(fields, tasks):
+    """The report in pieces: ``fields``, then each (task, its items or None) of ``tasks``.
+
+    One task, and one loop item, a line: the C encoder writes a big loop's
+    report fast, and it still reads well.
+    """
+    import json
+    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    yield dumps({"schema": _Reporter.SCHEMA, "gxo": __version__, **fields})[:-1] + ',\n "tasks": ['
+    for n, (task, items) in enumerate(tasks):
+        yield ("," if n else "") + "\n  " + dumps(task)[:-1] + ', "items": '
+        if items is None:
+            yield "null}"
+        else:
+            yield "[" + ",".join("\n   " + dumps(item) for item in items) + "]}"
+    yield "]}\n"
+
+
+def _write_report(path, log, fields, tasks=()):
+    """Write a -report file (``-``: stdout); a new file replaces the old one only when complete."""
+    # Replace only a regular file: write through a symlink (/dev/stdout), a FIFO or a device.
+    atomic = path != "-" and (not os.path.lexists(path)
+                              or (os.path.isfile(path) and not os.path.islink(path)))
+    tmp = f"{path}.tmp" if atomic else path
+    try:
+        if path == "-":
+            sys.stdout.writelines(map(_secrets.mask, _report_text(fields, tasks)))
+            sys.stdout.flush()
+            return
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(map(_secrets.mask, _report_text(fields, tasks)))
+        if atomic:
+            os.replace(tmp, path)
+    except OSError as e:
+        log.error(f"cannot write the report {path}: {e.strerror or e}")
+        if atomic and os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # ---------------------------------------------------------------- task context
@@ -3543,9 +3799,14 @@ def _plural(n, noun):
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _short(item):
+def _excerpt(item):
+    """A loop item as text, cut to 40 characters."""
     text = item if isinstance(item, str) else format_value(item)
-    return repr(text if len(text) <= 40 else text[:37] + "...")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _short(item):
+    return repr(_excerpt(item))
 
 
 class _Runner:
@@ -3592,18 +3853,24 @@ class _Runner:
     def loop(self, items, data):
         t, ctx = self.t, self.ctx
         summaries, failures = [None] * len(items), {}
+        reporter = self.engine.reporter
+        reporter.loop_started(t, items)
 
         def one(i):
             scope = {t.loop_var: items[i]}
             if t.index_var:
                 scope[t.index_var] = i
+            tries = [0]
             try:
-                summaries[i] = self.call(ChainMap(scope, data))
+                summaries[i] = self.call(ChainMap(scope, data), tries)
             except Exception as e:
                 self.log_error(e, f"item {i} {_short(items[i])}: ")
                 failures[i] = _reason(e, ctx)
                 if not ctx.cancelled:
                     ctx.log.warn(f"item {i} {_short(items[i])} failed: {failures[i]}")
+                reporter.item_ended(t, i, FAILED, failures[i], tries[0])
+            else:
+                reporter.item_ended(t, i, COMPLETED, "", tries[0])
 
         if t.parallel > 1 and len(items) > 1:
             self.engine.workers.map(one, len(items), t.parallel, ctx)
@@ -3620,8 +3887,11 @@ class _Runner:
             return FAILED, f"{len(failures)} of {len(items)} items failed: " + "; ".join(shown) + more, None
         return COMPLETED, "", summaries
 
-    def call(self, scope):
-        """Render params and run the module, retrying as the task says."""
+    def call(self, scope, tries=None):
+        """Render params and run the module, retrying as the task says.
+
+        ``tries``, a one-item list, counts the attempts (a loop reports them per item).
+        """
         t, ctx = self.t, self.ctx
         params = rendered = t._params(scope)
         module = t.module()
@@ -3636,6 +3906,8 @@ class _Runner:
         attempt = 0
         while True:
             attempt += 1
+            if tries is not None:
+                tries[0] = attempt
             if attempt > self.result.attempts:
                 self.result.attempts = attempt
             try:
@@ -3776,11 +4048,12 @@ class Engine:
     """
 
     def __init__(self, playbook, *, dry_run=False, concurrency=None, channel_buffer_size=100,
-                 logger=None):
+                 logger=None, report=None):
         self.playbook, self.dry_run = playbook, dry_run
         self.concurrency = concurrency or _default_concurrency()
         self.buffer = channel_buffer_size
         self.log = logger or Logger()
+        self.reporter = _Reporter(self.log, playbook, dry_run, report)
         self.workers = _Workers()
         self._events = SimpleQueue()        # ("done",) or ("stop", reason, exit code)
         self._lock = threading.Lock()       # guards the scheduling state below
@@ -3815,7 +4088,7 @@ class Engine:
                                   key=lambda g: groups[g][0]))
         self.halted, self.exit_code, stops = None, 0, 0
         start = time.monotonic()
-        log.info(f"playbook '{pb.name}': {len(tasks)} tasks" + (" (dry run)" if self.dry_run else ""))
+        self.reporter.run_started()
         with self._lock:
             jobs = self.take_ready()
         for job in jobs:
@@ -3841,7 +4114,7 @@ class Engine:
         self.workers.shutdown()
         result = RunResult(pb, {t.key: r for t, r in zip(tasks, self.results)},
                            dict(self.state.data), time.monotonic() - start, self.exit_code)
-        self.recap(result)
+        self.reporter.run_ended(result, self.halted)
         log.flush()
         return result
 
@@ -3899,7 +4172,7 @@ class Engine:
     def execute(self, t, ctx, input, outputs):
         """Run one task on this thread; its result goes to self.results."""
         result = self.results[t.index]
-        self.log.log(20, f"[{t.key}] started")      # also writes the end lines held
+        self.reporter.task_started(t)
         begin = time.monotonic()
         timer = None
         if t.timeout:
@@ -3943,29 +4216,15 @@ class Engine:
             else:
                 channel.close()
                 if channel.undelivered:
-                    self.log.warn(f"[{t.key}] {channel.undelivered} records not delivered to "
-                                  f"{self.playbook.tasks[c].key} (it stopped reading)")
-        self.log_end(t, result)
+                    self.log.log(WARN, f"{channel.undelivered} records not delivered to "
+                                 f"{self.playbook.tasks[c].key} (it stopped reading)", task=t.key)
+        self.reporter.task_ended(t, result)
         if result.status == FAILED and not t.ignore_errors and self.halted is None:
             self.halted, self.exit_code = f"task '{t.key}' failed", 1
             self.log.error(f"halting the playbook: {t.label} failed")
             self.cancel_running(f"cancelled: playbook halted because {t.key} failed")
         self.release(t.index)
         return self.take_ready()
-
-    def log_end(self, t, result):
-        text = f"[{t.key}] {result.status}"
-        if result.status != SKIPPED or result.duration:
-            text += f" in {_seconds(result.duration)}"
-        if result.reason:
-            text += f": {result.reason}"
-        if result.record_errors:
-            text += f" ({_plural(result.record_errors, 'record error')})"
-        level = 40 if result.status == FAILED else 20
-        if result.status == FAILED and t.ignore_errors:
-            text += " (ignored)"
-            level = 30
-        self.log.log(level, text, hold=level == 20)
 
     def release(self, i):
         """Make ready what waited for task i (which ran), or skip it if i failed."""
@@ -3989,7 +4248,7 @@ class Engine:
             return
         result.status, result.reason = SKIPPED, reason
         self.state.set_status(result.name, SKIPPED)
-        self.log_end(self.playbook.tasks[i], result)
+        self.reporter.task_ended(self.playbook.tasks[i], result)
         if not reason.startswith("dependency"):
             reason = f"dependency '{result.name}' was skipped ({reason})"
         for g in self.dependents[i]:
@@ -4000,25 +4259,6 @@ class Engine:
     def cancel_running(self, reason, hard=False):
         for ctx in list(self.running.values()):
             ctx.cancel(reason, hard)
-
-    def recap(self, result):
-        log = self.log
-        counts = result.counts()
-        width = max(len(r.name) for r in result.tasks.values())
-        lines = [f"recap of '{self.playbook.name}':"]
-        for r in result.tasks.values():
-            line = f"  {r.name:<{width}}  {r.status:<9}  {_seconds(r.duration) if r.duration else '-':>7}"
-            if r.attempts > 1:
-                line += f"  {r.attempts} attempts"
-            if r.record_errors:
-                line += f"  {_plural(r.record_errors, 'record error')}"
-            if r.reason:
-                line += f"  {r.reason}"
-            lines.append(line)
-        lines.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items())
-                     + f" in {_seconds(result.duration)}"
-                     + (f" ({self.halted})" if self.halted else ""))
-        log.info("\n".join(lines))
 
 
 def _stop_streams(ctx, name, input, outputs):
@@ -4033,15 +4273,17 @@ def _stop_streams(ctx, name, input, outputs):
 
 def run_playbook(source, vars=None, *, dry_run=False, concurrency=None,
                  channel_buffer_size=100, log_level="INFO", log_stream=None,
-                 modules_dirs=(), var_files=()):
+                 modules_dirs=(), var_files=(), log_format="text", report=None):
     """Load a playbook (path or YAML text), run it and return its RunResult.
 
-    Raises PlaybookError if the playbook is invalid (nothing has run then).
+    ``log_format`` is ``text`` or ``json``; ``report`` a path to write the
+    JSON report to (docs/report.md).  Raises PlaybookError if the playbook
+    is invalid (nothing has run then).
     """
+    logger = Logger(log_level, log_stream, format=log_format)
     playbook = load_playbook(source, vars, modules_dirs=modules_dirs, var_files=var_files)
     engine = Engine(playbook, dry_run=dry_run, concurrency=concurrency,
-                    channel_buffer_size=channel_buffer_size,
-                    logger=Logger(log_level, log_stream))
+                    channel_buffer_size=channel_buffer_size, logger=logger, report=report)
     return engine.run()
 
 
@@ -4060,6 +4302,8 @@ usage: gxo -playbook FILE [flags]
                              and why); run nothing
   -graph mermaid|dot         check the playbook and print its DAG for Mermaid or Graphviz
   -log-level LEVEL           DEBUG, INFO, WARN or ERROR (default INFO)
+  -log-format FORMAT         text or json: one JSON object per line (default text)
+  -report FILE               write a JSON report of the run to FILE, - for stdout (docs/report.md)
   -concurrency N             most tasks running at once (default {concurrency})
   -channel-buffer-size N     records buffered per stream (default 100)
   -modules-dir DIR           also load modules from DIR (repeatable; also $GXO_MODULES_PATH)
@@ -4071,7 +4315,8 @@ exit codes: 0 success, 1 a task failed, 2 invalid usage or playbook,
 """
 
 _FLAGS = {"playbook": "str", "var": "list", "dry-run": "bool", "log-level": "str",
-          "concurrency": "int", "channel-buffer-size": "int", "modules-dir": "list",
+          "log-format": "str", "report": "str", "concurrency": "int",
+          "channel-buffer-size": "int", "modules-dir": "list",
           "var-file": "list", "validate": "bool", "graph": "str",
           "version": "bool", "h": "bool", "help": "bool"}
 _GRAPH_FORMS = ("mermaid", "dot")
@@ -4149,15 +4394,32 @@ def main(argv=None):
             return 0
         if "playbook" not in opts:
             raise _UsageError("missing -playbook FILE")
-        logger = Logger(opts.get("log-level", "INFO"))
+        logger = Logger(opts.get("log-level", "INFO"), format=opts.get("log-format", "text"),
+                        color=_color_wanted(sys.stderr))
+        report = opts.get("report")
+        if report is not None:
+            if not os.path.isdir(os.path.dirname(os.path.abspath(report))):
+                raise _UsageError(f"-report {report}: no such directory")
+            if os.path.realpath(report) == os.path.realpath(opts["playbook"]):
+                raise _UsageError(f"-report {report} would overwrite the playbook")
     except (_UsageError, ValueError) as e:
         sys.stderr.write(f"gxo: {e}\n\n" + _USAGE.format(concurrency=_default_concurrency()))
         return 2
+    start = time.time()
     try:
         playbook = load_playbook(opts["playbook"], opts["var"], modules_dirs=opts["modules-dir"],
                                  var_files=opts["var-file"])
     except PlaybookError as e:
-        sys.stderr.write(f"gxo: {_secrets.mask(str(e))}\n")
+        if logger.format == "json":
+            logger.log(ERROR, str(e), event="playbook_error")
+        else:
+            sys.stderr.write(f"gxo: {_secrets.mask(str(e))}\n")
+        if report is not None:      # the report says what happened, never what a past run did
+            _write_report(report, logger, {
+                "playbook": {"name": None, "file": opts["playbook"]}, "start": _utc(start),
+                "duration": round(time.time() - start, 3), "exit_code": 2,
+                "dry_run": opts.get("dry-run", False), "halted": None, "error": str(e),
+                "counts": {}})
         return 2
     except KeyboardInterrupt:
         return 130
@@ -4173,7 +4435,8 @@ def main(argv=None):
     gc.freeze()         # the playbook lives as long as the process: never scan it again
     engine = Engine(playbook, dry_run=opts.get("dry-run", False),
                     concurrency=opts.get("concurrency"),
-                    channel_buffer_size=opts.get("channel-buffer-size", 100), logger=logger)
+                    channel_buffer_size=opts.get("channel-buffer-size", 100), logger=logger,
+                    report=report)
     import signal
     handlers = {}
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -6,8 +6,6 @@ Params: ``message`` (required; templates are rendered like any param) and
 
 import gxo
 
-_LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
-
 
 @gxo.register("log")
 class Log(gxo.Module):
@@ -16,8 +14,8 @@ class Log(gxo.Module):
 
     def parse_params(self, p):
         return {"message": p.str("message", required=True),
-                "level": p.str("level", "info", choices=tuple(_LEVELS))}
+                "level": p.str("level", "info", choices=tuple(n.lower() for n in gxo.LEVELS))}
 
     def perform(self, ctx, params, state, input, outputs, errors):
-        ctx.log.log(_LEVELS[params["level"]], params["message"])
+        ctx.log.log(gxo.LEVELS[params["level"].upper()], params["message"])
         return params["message"]

@@ -50,6 +50,10 @@ def load(tmp_path):
     return load
 
 
+# The tests' environment, without the switches that colour the log.
+_ENV = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+
+
 @pytest.fixture
 def cli(tmp_path):
     """cli(*args, playbook=None, timeout=60) -> CompletedProcess of `python gxo.py`."""
@@ -60,7 +64,7 @@ def cli(tmp_path):
             args = ("-playbook", str(path)) + args
         return subprocess.run([sys.executable, str(ROOT / "gxo.py"), *args],
                               capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {})}, cwd=tmp_path)
+                              env={**_ENV, **(env or {})}, cwd=tmp_path)
     return cli
 
 

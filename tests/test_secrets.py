@@ -157,3 +157,22 @@ def test_masking_forms_and_short_values():
     assert s.mask("tail: AAAABBBBCCCCDDDD") == "tail: ********"
     s.add_named("build", {"api_token": 123456, "debug": True, "name": "visible"})
     assert s.mask("id 123456 visible") == "id ******** visible"
+
+
+def test_report_and_json_log_are_masked(cli, tmp_path):
+    pw = _value()
+    report = tmp_path / "report.json"
+    p = cli("-var", f"db_password={pw}", "-log-format", "json", "-report", str(report),
+            playbook="""
+        name: secrets
+        vars: {db_password: placeholder}
+        tasks:
+          - name: each
+            type: exec
+            loop: ["<< .db_password >>", "ok"]
+            params: {command: sh, args: ["-c", "echo bad $1 >&2; exit 1", "sh", "<< .item >>"]}
+    """)
+    assert p.returncode == 1
+    text = report.read_text()
+    assert pw not in text and pw not in p.stderr
+    assert "********" in text and "********" in p.stderr
