@@ -73,6 +73,15 @@ def test_channel_detach_drops_and_counts():
     assert ch.undelivered == 23
 
 
+def test_channel_detach_tells_the_producer():
+    ch, calls = gxo.Channel(10), []
+    ch.on_detach = lambda: calls.append(ch.detached)
+    assert not ch.detached
+    ch.close()
+    ch.detach("gone")
+    assert calls == [True] and ch.detached
+
+
 def test_channel_copy_isolates_consumers():
     a, b = gxo.Channel(5), gxo.Channel(5, copy=True)
     record = {"n": 1, "tags": ["x"]}
