@@ -2489,6 +2489,11 @@ class Channel:
         # A record ever put is still queued, was taken, or was dropped.
         return self._taken or bool(self._items) or bool(self._dropped)
 
+    @property
+    def queued(self):
+        """How many records the reader can take now without waiting (to batch writes)."""
+        return len(self._items)
+
     def put(self, record):
         """Send one record; blocks while the channel is full."""
         items = self._items

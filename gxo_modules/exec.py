@@ -421,16 +421,18 @@ class _Run:
         self.records_out += 1
 
     def records(self):
-        """The input records as lines of bytes for stdin; counts what it sends."""
+        """The input records as lines for stdin, in batches: what is queued, at most
+        _CHUNK bytes (a write per record would cost a system call each)."""
         import json
-        field, name, errors = self.params["input_field"], self.ctx.name, self.errors
+        field, name, errors, input = self.params["input_field"], self.ctx.name, self.errors, self.input
         dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
-        for record in self.input:
+        batch, size = [], 0
+        for record in input:
             if field is None:
                 try:
-                    yield (dumps(record) + "\n").encode()
+                    line = (dumps(record) + "\n").encode()
                 except UnicodeEncodeError:      # lone surrogates: JSON escapes them
-                    yield (json.dumps(record, default=str) + "\n").encode()
+                    line = (json.dumps(record, default=str) + "\n").encode()
             else:
                 try:
                     value = record[field]
@@ -438,15 +440,23 @@ class _Run:
                     errors.put(gxo.RecordProcessingError(name, _excerpt(record),
                                                          f"no field '{field}' to write to stdin"))
                     continue
-                line = value if isinstance(value, str) else json.dumps(value, default=str)
+                text = value if isinstance(value, str) else dumps(value)
                 try:
-                    yield (line + "\n").encode("utf-8", "surrogateescape")
+                    line = (text + "\n").encode("utf-8", "surrogateescape")
                 except UnicodeEncodeError as e:
                     errors.put(gxo.RecordProcessingError(
                         name, _excerpt(record), f"'{field}' is not valid UTF-8 text: "
-                        f"{line[e.start]!r} at character {e.start} is a lone surrogate"))
+                        f"{text[e.start]!r} at character {e.start} is a lone surrogate"))
                     continue
-            self.records_in += 1
+            batch.append(line)
+            size += len(line)
+            if size >= _CHUNK or not input.queued:
+                yield b"".join(batch)
+                self.records_in += len(batch)
+                batch, size = [], 0
+        if batch:
+            yield b"".join(batch)
+            self.records_in += len(batch)
 
     def feed(self, chunks):
         """Write chunks to stdin; stop if the command stops reading or on stop()."""

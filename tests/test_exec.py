@@ -279,6 +279,22 @@ def test_exec_as_producer_emits_lines_as_they_appear():
     assert done == ["cancelled"]
 
 
+def test_exec_consumer_writes_each_record_without_waiting_for_more():
+    import threading
+    inp, out, done = gxo.Channel(10), gxo.Channel(10), []
+    inp.put({"line": "first"})
+    t = threading.Thread(target=lambda: done.append(
+        perform({"command": "cat", "input_field": "line"}, input=inp, outputs=[out])))
+    t.start()
+    # The record comes back through cat while the input is still open: writes are
+    # batched only from what is already queued.
+    assert next(iter(out)) == {"line": "first"}
+    inp.put({"line": "second"})
+    inp.close()
+    t.join(30)
+    assert done[0]["records_in"] == done[0]["records_out"] == 2
+
+
 def test_exec_consumer_and_producer_json():
     inp, out = gxo.Channel(100), gxo.Channel(1000)
     for i in range(50):
