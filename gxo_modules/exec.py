@@ -13,7 +13,7 @@ not run when PATH exists / does not exist (a relative PATH is taken from
 and in its summary's ``skipped``; a dry run checks them too.
 
 ``max_output`` (bytes, or a size such as ``512KiB``, ``4MiB``, ``1GB``;
-default 4MiB) bounds what is kept of each of stdout and stderr: past it the
+default 2MiB) bounds what is kept of each of stdout and stderr: past it the
 first and the last half are kept, a line between them says how many bytes
 were dropped, ``truncated`` is true and a warning is logged.  Memory stays
 flat however much a command prints.
@@ -50,7 +50,7 @@ import time
 import gxo
 
 GRACE = 2.0                     # seconds from TERM to KILL
-MAX_OUTPUT = 4 << 20            # bytes kept of each stream, by default
+MAX_OUTPUT = 2 << 20            # bytes kept of each stream, by default
 TAIL_LINES = 10                 # lines of stdout and stderr logged when a command fails
 _CHUNK = 1 << 16
 _UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,

@@ -490,7 +490,7 @@ def test_a_streamed_line_over_max_output_is_a_record_error():
 
 @pytest.mark.parametrize("value, size", [
     (0, 0), (1000, 1000), ("2048", 2048), ("512KiB", 512 << 10), ("4MiB", 4 << 20),
-    ("1 gib", 1 << 30), ("2MB", 2_000_000), ("10kB", 10_000), ("7b", 7), (None, 4 << 20),
+    ("1 gib", 1 << 30), ("2MB", 2_000_000), ("10kB", 10_000), ("7b", 7), (None, 2 << 20),
 ])
 def test_max_output_sizes(value, size):
     params = {"command": "true"} if value is None else {"command": "true", "max_output": value}
