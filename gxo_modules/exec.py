@@ -39,6 +39,7 @@ When every task reading the stream has stopped (``head``), the command is
 terminated and the task is Completed, as ``yes | head`` in a shell.
 """
 
+import itertools
 import os
 import re
 import select
@@ -136,7 +137,8 @@ class Exec(gxo.Module):
         out, err = run.out.text(ctx.log, "stdout"), run.err.text(ctx.log, "stderr")
         summary = _summary(out, err, proc.returncode, run.out.dropped or run.err.dropped)
         if input is not None or outputs:
-            summary["records_in"], summary["records_out"] = run.records_in, run.records_out
+            summary["records_in"] = run.records_in if input is not None else 0
+            summary["records_out"] = run.records_out
         if run.unread:
             ctx.log.info("every task reading its output has stopped reading: the command "
                          "was stopped, as a pipe stops it")
@@ -315,7 +317,7 @@ class _Run:
             self._feeder = threading.Thread(target=self.feed, args=(self.records(),),
                                             daemon=True, name=f"gxo-feed-{ctx.name}")
         elif params["stdin"] is not None:
-            self._feeder = threading.Thread(target=self.feed, args=([params["stdin"]],),
+            self._feeder = threading.Thread(target=self.feed, args=([[params["stdin"]]],),
                                             daemon=True, name=f"gxo-feed-{ctx.name}")
         if self._feeder is not None:
             self._feeder.start()
@@ -421,8 +423,8 @@ class _Run:
         self.records_out += 1
 
     def records(self):
-        """The input records as lines for stdin, in batches: what is queued, at most
-        _CHUNK bytes (a write per record would cost a system call each)."""
+        """The input records as lines for stdin, in batches: what is queued, about
+        _CHUNK bytes at most (a write per record would cost a system call each)."""
         import json
         field, name, errors, input = self.params["input_field"], self.ctx.name, self.errors, self.input
         dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
@@ -451,15 +453,14 @@ class _Run:
             batch.append(line)
             size += len(line)
             if size >= _CHUNK or not input.queued:
-                yield b"".join(batch)
-                self.records_in += len(batch)
+                yield batch
                 batch, size = [], 0
         if batch:
-            yield b"".join(batch)
-            self.records_in += len(batch)
+            yield batch
 
-    def feed(self, chunks):
-        """Write chunks to stdin; stop if the command stops reading or on stop()."""
+    def feed(self, batches):
+        """Write batches of lines to stdin, counting the lines written whole; stop if
+        the command stops reading or on stop()."""
         stdin = self.proc.stdin
         fd = stdin.fileno()
         os.set_blocking(fd, False)      # so that a stop() is seen even when the pipe is full
@@ -467,23 +468,23 @@ class _Run:
         poll.register(fd, select.POLLOUT)
         poll.register(self._wake_r, select.POLLIN)
         try:
-            for data in chunks:
-                data = memoryview(data)
-                while data:
-                    try:
-                        data = data[os.write(fd, data):]
-                    except BlockingIOError:
-                        if any(f == self._wake_r for f, _ in poll.poll()):
-                            return
+            for lines in batches:
+                data, sent = memoryview(b"".join(lines)), 0
+                try:
+                    while sent < len(data):
+                        try:
+                            sent += os.write(fd, data[sent:])
+                        except BlockingIOError:
+                            if any(f == self._wake_r for f, _ in poll.poll()):
+                                return
+                finally:
+                    self.records_in += len(lines) if sent == len(data) else _whole(lines, sent)
         except (BrokenPipeError, gxo.Cancelled):
             pass                        # the command stopped reading, or the run stops
         except BaseException as e:      # never a record lost silently
             self.failure = e
         finally:
-            try:
-                stdin.close()
-            except BrokenPipeError:
-                pass
+            stdin.close()               # its buffer is empty: this cannot fail on a pipe
 
     def close(self):
         """Let go of the pipes and the feeder (after the command ended)."""
@@ -500,6 +501,12 @@ class _Run:
             os.close(fd)
         self.proc.stdout.close()
         self.proc.stderr.close()
+
+
+def _whole(lines, sent):
+    """How many of ``lines`` the first ``sent`` bytes of their join hold whole."""
+    import bisect
+    return bisect.bisect_right(list(itertools.accumulate(map(len, lines))), sent)
 
 
 def _terminate(proc, hard):

@@ -113,6 +113,9 @@ def test_dry_run_runs_nothing(fake):
                        "stdout": "", "stderr": "", "stdout_lines": [], "exit_code": 0,
                        "truncated": False, "skipped": ""}
     assert "[Dry Run] Would execute command: rm -rf '/tmp/x y'" in ctx.stream.getvalue()
+    ctx = Ctx(dry_run=True)
+    perform({"command": "rm -rf $1", "shell": True, "args": ["x y"]}, ctx)
+    assert "[Dry Run] Would execute command: rm -rf $1 'x y'" in ctx.stream.getvalue()
 
 
 @pytest.mark.parametrize("params, message", [
@@ -705,3 +708,113 @@ def test_cli_creates_runs_a_step_once(cli, tmp_path):
     r = cli(playbook=playbook)
     assert r.returncode == 0 and "[build] not running sh -c" in r.stderr
     assert "ran= skipped=creates: out.txt exists" in r.stderr and "2 Completed" in r.stderr
+
+
+# -- the corners of the pipes
+
+def test_dry_run_drains_its_input(fake):
+    inp = gxo.Channel(10)
+    for i in range(3):
+        inp.put({"n": i})
+    inp.close()
+    assert perform({"command": "cat"}, Ctx(dry_run=True), input=inp)["dry_run"] is True
+    assert inp.queued == 0 and fake.calls == []
+
+
+def test_permission_denied(tmp_path):
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    with pytest.raises(gxo.TaskError, match=f"^permission denied: {script}$"):
+        perform({"command": str(script)})
+
+
+def test_a_stream_aborted_under_a_producer_kills_its_command(tmp_path):
+    out = gxo.Channel(1)
+    out.abort("stream producer p failed")
+    with pytest.raises(gxo.Cancelled, match="stream producer p failed"):
+        perform({"command": "sh", "args": ["-c", "echo $$ > pid; exec yes"],
+                 "working_dir": str(tmp_path)}, outputs=[out])
+    assert gone(int((tmp_path / "pid").read_text()))
+
+
+def test_environment_values_and_templates(fake):
+    perform({"command": "x", "environment": {"DEBUG": True, "N": 3, "OFF": False}})
+    env = fake.calls[0].kwargs["env"]
+    assert (env["DEBUG"], env["N"], env["OFF"]) == ("true", "3", "false")
+    with pytest.raises(gxo.ParamError, match="param 'environment': expected a list of KEY=value"):
+        perform({"command": "x", "environment": "A=1"})
+    # Before the run, values still to be rendered pass the checks.
+    p = gxo.Params({"command": "x", "environment": ["<< .e >>"], "max_output": "<< .m >>"},
+                   static=True)
+    parsed = exec_module.Exec().parse_params(p)
+    assert parsed["environment"] == {} and parsed["max_output"] == "<< .m >>"
+
+
+def stream(script, params=None, input=None):
+    """Run a shell script as a producer: (records, record errors, summary)."""
+    out, errors = gxo.Channel(100_000), []
+    sink = type("Sink", (), {"put": lambda self, e: errors.append(e)})()
+    module = exec_module.Exec()
+    parsed = module.parse_params(gxo.Params({"command": "sh", "args": ["-c", script],
+                                             **(params or {})}))
+    summary = module.perform(Ctx(), parsed, {}, input, [out], sink)
+    out.close()
+    return list(out), errors, summary
+
+
+def test_streamed_lines_crlf_and_last_line_without_newline():
+    records, errors, _ = stream(r"printf 'a\r\nb\r\nc'")
+    assert records == [{"line": "a"}, {"line": "b"}, {"line": "c"}] and errors == []
+
+
+def test_a_streamed_line_over_max_output_across_many_chunks():
+    records, errors, _ = stream("echo a; head -c 300000 /dev/zero | tr '\\0' x; echo b; echo c",
+                                {"max_output": 1000})
+    # Line 2 is 300,000 x then "b": it is never held whole, and the lines after it go on.
+    assert records == [{"line": "a"}, {"line": "c"}]
+    assert [e.item for e in errors] == ["line 2"] and "longer than max_output" in errors[0].cause
+
+
+def test_json_output_that_is_not_an_object_is_a_record_error():
+    records, errors, _ = stream("""echo '{"a": 1}'; echo '[1]'; echo '{"b": 2}'""",
+                                {"output": "json"})
+    assert records == [{"a": 1}, {"b": 2}]
+    assert [e.item for e in errors] == ["line 2"] and "not a JSON object" in errors[0].cause
+
+
+def test_feeding_records_that_cannot_be_written():
+    inp = gxo.Channel(10)
+    for record in ({"line": "a\udcff"}, {"line": "\ud800"}, {"line": 7}, {"other": 1}):
+        inp.put(record)
+    inp.close()
+    records, errors, summary = stream("od -An -c", {"input_field": "line"}, inp)
+    assert [r["line"].split() for r in records] == [["a", "377", "\\n", "7", "\\n"]]
+    assert summary["records_in"] == 2
+    assert [e.cause.split(":")[0] for e in errors] == ["'line' is not valid UTF-8 text",
+                                                       "no field 'line' to write to stdin"]
+    assert errors[0].item == '{"line":"\ud800"}'
+
+
+def test_feeding_json_records_with_lone_surrogates():
+    inp = gxo.Channel(10)
+    inp.put({"s": "\ud800", "t": "é"})
+    inp.close()
+    records, errors, summary = stream("cat", {"output": "json"}, inp)
+    assert records == [{"s": "\ud800", "t": "é"}] and errors == [] and summary["records_in"] == 1
+
+
+def test_a_consumer_that_stops_reading_early_is_fine():
+    inp = gxo.Channel(100_000)
+    for i in range(50_000):
+        inp.put({"line": f"record {i}"})
+    inp.close()
+    summary = perform({"command": "head", "args": ["-n", "2"], "input_field": "line"}, input=inp)
+    assert summary["stdout_lines"] == ["record 0", "record 1"]
+    assert 0 < summary["records_in"] < 50_000 and inp.undelivered > 0
+
+
+def test_terminate_hard_and_after_the_end():
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    exec_module._terminate(proc, hard=True)
+    assert proc.wait() == -9
+    exec_module._terminate(proc, hard=False)        # the group is gone: nothing to do
