@@ -280,13 +280,12 @@ class _Capture:
         if 0 < cut < len(tail):
             tail = tail[cut:]
         self.dropped = self.size - len(head) - len(tail)
-        gap = (f"[... {self.dropped:,} bytes dropped: the output is over max_output "
-               f"({_size_text(self.limit)}) ...]")
-        log.warn(f"{name} was {self.size:,} bytes, over max_output ({_size_text(self.limit)}): "
+        limit = _size_text(self.limit)
+        log.warn(f"{name} was {self.size:,} bytes, over max_output ({limit}): "
                  f"kept its first and last lines, {len(head) + len(tail):,} bytes")
-        head = head.decode("utf-8", "replace")
-        return (head + ("\n" if head and not head.endswith("\n") else "") + gap + "\n"
-                + _text(tail))
+        gap = f"[... {self.dropped:,} bytes dropped: the output is over max_output ({limit}) ...]"
+        return _text(head + (b"\n" if head and not head.endswith(b"\n") else b"")
+                     + gap.encode() + b"\n" + tail)
 
 
 class _Run:
