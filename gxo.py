@@ -2609,9 +2609,12 @@ class Channel:
 
     ``put`` blocks while the channel is full; iterating yields records until
     the producer closes it.  ``detach`` (the consumer stopped reading) makes
-    later puts drop their record and count it in ``undelivered``; ``abort``
-    wakes both sides and makes them raise Cancelled.
+    later puts drop their record and count it in ``undelivered``, and calls
+    ``on_detach`` if the producer set it (exec stops its command then, as a
+    pipe would); ``abort`` wakes both sides and makes them raise Cancelled.
     """
+
+    on_detach = None
 
     # The fast paths take no lock: put appends to a deque and the reader pops
     # it in runs, each run a C loop over popleft (deque operations are atomic
@@ -2652,6 +2655,11 @@ class Channel:
         """True once a record was put (a task that streamed must not be retried)."""
         # A record ever put is still queued, was taken, or was dropped.
         return self._taken or bool(self._items) or bool(self._dropped)
+
+    @property
+    def queued(self):
+        """How many records the reader can take now without waiting (to batch writes)."""
+        return len(self._items)
 
     def put(self, record):
         """Send one record; blocks while the channel is full."""
@@ -2772,6 +2780,13 @@ class Channel:
             self._detach_reason = reason
             self._room = 0
             self._release_all()
+        if self.on_detach is not None:
+            self.on_detach()
+
+    @property
+    def detached(self):
+        """True once the consumer stopped reading."""
+        return self._detached
 
     def abort(self, reason):
         """Wake both sides; each raises Cancelled(reason) from now on."""

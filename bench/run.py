@@ -16,7 +16,8 @@ the ratio measured within one round is what counts.
 Standard library only (the floors and gxo need PyYAML, as gxo does).  make,
 go-task (``task``) and Ansible (``ansible-playbook``) are run on the same
 workloads when they are on PATH (bench/peers/generate.py writes their files).
-Rows of bench/templates.py and bench/streaming.py, when present, join the table.
+Rows of bench/templates.py, bench/streaming.py and bench/output.py, when present,
+join the table.
 
 See bench/README.md for what each row means.
 """
@@ -446,7 +447,7 @@ def _goal_text(goal):
 
 # ------------------------------------------------------------------ other benches
 
-EXTRAS = ("templates", "streaming")     # bench/NAME.py with run(**options) -> list of rows
+EXTRAS = ("templates", "streaming", "output")  # bench/NAME.py: run(**options) -> rows
 
 def extra_rows(name, args):
     """Rows from bench/NAME.py's run(), if that file exists."""
@@ -597,7 +598,7 @@ def parse_args(argv):
     p.add_argument("--slow", type=float, default=5.0,
                    help="a contender whose warm-up takes longer is timed once (default 5s)")
     p.add_argument("--no-extra", action="store_true",
-                   help="skip bench/templates.py and bench/streaming.py")
+                   help="skip bench/templates.py, streaming.py and output.py")
     p.add_argument("--json", default=os.path.join(BENCH, "results.json"),
                    help="where to write the figures (default bench/results.json)")
     p.add_argument("--gxo", default=GXO, help="the gxo.py to time (default: this repo's)")

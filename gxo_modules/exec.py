@@ -4,26 +4,58 @@ Params: ``command`` (required), ``args`` (list), ``working_dir``,
 ``environment`` (list of K=V, or a mapping; added to gxo's environment),
 ``shell`` (run ``command`` with /bin/sh -c; ``args`` become $1...),
 ``stdin`` (text).  Without ``shell`` nothing is parsed by a shell, so
-templated values cannot inject commands.
+templated values cannot inject commands.  A NUL byte, or text that cannot
+be encoded as UTF-8, in any of them is an error naming the param.
 
-Summary: ``stdout``, ``stderr`` (trailing newline stripped), ``exit_code``.
-A non-zero exit fails the task.  The command runs in its own process group;
-cancellation and timeouts terminate the whole group (TERM, then KILL).
+``creates: PATH`` / ``removes: PATH`` (Ansible's meaning): the command is
+not run when PATH exists / does not exist (a relative PATH is taken from
+``working_dir`` if set).  The task is then Completed, says why in the log
+and in its summary's ``skipped``; a dry run checks them too.
+
+``max_output`` (bytes, or a size such as ``512KiB``, ``4MiB``, ``1GB``;
+default 2MiB) bounds what is kept of each of stdout and stderr: past it the
+first and the last half are kept, a line between them says how many bytes
+were dropped, ``truncated`` is true and a warning is logged.  Memory stays
+flat however much a command prints.
+
+Summary: ``stdout``, ``stderr`` (trailing newline stripped),
+``stdout_lines`` (stdout split into lines), ``exit_code``, ``truncated``,
+``skipped`` ("" when the command ran).  A non-zero exit fails the task with
+the exit status and the tail of stderr; the log shows the last 10 lines of
+stdout and of stderr, and the failure carries the summary (for a failure
+handler).  The command runs in its own process group; cancellation and
+timeouts terminate the whole group (TERM, then KILL after a grace period)
+and then stop waiting for output, even if a process that left the group
+still holds the pipes.
 
 Streams: with ``stream_input`` each record is written to stdin as one JSON
-line (or the text of ``input_field``); when other tasks stream from this one,
-each stdout line becomes a record as soon as it is printed: ``{"line": text}``,
-or the JSON object on that line with ``output: json``.
+line (non-UTF-8 text as JSON escapes), or the text of ``input_field``
+(surrogate-escaped text as the bytes it was read from; a record without
+the field, or whose text cannot be encoded, is a record error).  When
+other tasks stream from this one, each stdout line becomes a record as soon
+as it is printed: ``{"line": text}``, or the JSON object on that line with
+``output: json``; a line longer than ``max_output`` is a record error.
+When every task reading the stream has stopped (``head``), the command is
+terminated and the task is Completed, as ``yes | head`` in a shell.
 """
 
+import itertools
 import os
+import re
+import select
 import signal
 import subprocess
 import threading
+import time
 
 import gxo
 
 GRACE = 2.0                     # seconds from TERM to KILL
+MAX_OUTPUT = 2 << 20            # bytes kept of each stream, by default
+TAIL_LINES = 10                 # lines of stdout and stderr logged when a command fails
+_CHUNK = 1 << 16
+_UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
 
 
 @gxo.register("exec")
@@ -33,36 +65,44 @@ class Exec(gxo.Module):
 
     def parse_params(self, p):
         params = {
-            "command": p.str("command", required=True),
-            "args": p.list_of_str("args"),
-            "working_dir": p.str("working_dir"),
+            "command": _os_text(p, "command", p.str("command", required=True)),
+            "args": _args(p),
+            "working_dir": _os_text(p, "working_dir", p.str("working_dir")),
             "environment": _environment(p),
             "shell": p.bool("shell"),
             "stdin": p.str("stdin"),
             "input_field": p.str("input_field"),
             "output": p.str("output", "lines", choices=("lines", "json")),
+            "creates": _os_text(p, "creates", p.str("creates")),
+            "removes": _os_text(p, "removes", p.str("removes")),
+            "max_output": _size(p, "max_output"),
         }
         command = params["command"]
         if isinstance(command, str) and not command.strip():
             raise gxo.ParamError("command", "is empty")
+        if params["stdin"] is not None and not p.unrendered(params["stdin"]):
+            params["stdin"] = _encode("stdin", params["stdin"])
         return params
 
     def perform(self, ctx, params, state, input, outputs, errors):
         command, args = params["command"], params["args"]
         if params["stdin"] is not None and input is not None:
             raise gxo.ParamError("stdin", "cannot be used with stream_input: both feed stdin")
+        skipped = _skip_reason(params)
+        if skipped:
+            ctx.log.info(f"{'[Dry Run] ' if ctx.dry_run else ''}not running "
+                         f"{_show(command, args, params['shell'])}: {skipped}")
+            return _summary("", "", 0, skipped=skipped)
         if ctx.dry_run:
             ctx.log.info(f"[Dry Run] Would execute command: {_show(command, args, params['shell'])}")
             if input is not None:
                 for _ in input:             # drain, so the producer is not reported short
                     pass
-            return {"dry_run": True, "command": command, "args": args,
-                    "stdout": "", "stderr": "", "exit_code": 0}
+            return {"dry_run": True, "command": command, "args": args, **_summary("", "", 0)}
         argv = ["/bin/sh", "-c", command, "sh", *args] if params["shell"] else [command, *args]
         env = params["environment"]
         if env:
             env = {**os.environ, **env}
-        streaming = input is not None or bool(outputs)
         try:
             proc = subprocess.Popen(
                 argv, cwd=params["working_dir"], env=env or None, start_new_session=True,
@@ -78,30 +118,67 @@ class Exec(gxo.Module):
             raise gxo.TaskError(f"command not found: {command}{hint}") from None
         except PermissionError:
             raise gxo.TaskError(f"permission denied: {command}") from None
-        undo = ctx.on_cancel(lambda hard: _terminate(proc, hard))
+        run = _Run(proc, ctx, params, input, outputs, errors)
+        undo = ctx.on_cancel(run.cancel)
         try:
-            if streaming:
-                out, err, counts = _stream(proc, ctx, params, input, outputs, errors)
-            else:
-                data = params["stdin"]
-                out, err = proc.communicate(data.encode() if data is not None else None)
-                counts = None
+            run.pump()
+            proc.wait()
         except BaseException:
             _kill_group(proc)
             proc.wait()
             raise
         finally:
             undo()
+            run.close()
         if ctx.cancelled:
             _kill_group(proc)
             raise gxo.Cancelled(ctx.reason)
-        summary = {"stdout": _text(out), "stderr": _text(err), "exit_code": proc.returncode}
-        if counts:
-            summary.update(counts)
-        if proc.returncode:
+        if run.failure is not None:
+            _kill_group(proc)
+            raise run.failure
+        out, err = run.out.text(ctx.log, "stdout"), run.err.text(ctx.log, "stderr")
+        summary = _summary(out, err, proc.returncode, run.out.dropped or run.err.dropped)
+        if input is not None or outputs:
+            summary["records_in"] = run.records_in if input is not None else 0
+            summary["records_out"] = run.records_out
+        if run.unread:
+            ctx.log.info("every task reading its output has stopped reading: the command "
+                         "was stopped, as a pipe stops it")
+        elif proc.returncode:
             _kill_group(proc)               # leave nothing behind a failed command
-            raise gxo.TaskError(_failure(proc.returncode, summary["stderr"]))
+            _log_tails(ctx.log, summary)
+            raise gxo.TaskError(_failure(proc.returncode, err), summary=summary)
         return summary
+
+
+def _summary(out, err, code, truncated=False, skipped=""):
+    return {"stdout": out, "stderr": err, "stdout_lines": out.splitlines(), "exit_code": code,
+            "truncated": bool(truncated), "skipped": skipped}
+
+
+def _args(p):
+    args = p.list_of_str("args")
+    return args if isinstance(args, str) else [_os_text(p, f"args[{i}]", a)
+                                                for i, a in enumerate(args)]
+
+
+def _os_text(p, name, value):
+    """A value the OS gets as a C string: no NUL, and encodable (checked at load if static)."""
+    if isinstance(value, str) and not p.unrendered(value):
+        if "\0" in value:
+            raise gxo.ParamError(name, f"contains a NUL byte (at character {value.index(chr(0))}),"
+                                       " which no command, argument, path or variable can hold")
+        _encode(name, value)
+    return value
+
+
+def _encode(name, text):
+    """Text as bytes: UTF-8, lone surrogates from undecodable input as the bytes they were."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as e:
+        raise gxo.ParamError(name, f"is not valid UTF-8 text: {text[e.start]!r} at character "
+                                   f"{e.start} is a lone surrogate") from None
 
 
 def _environment(p):
@@ -116,7 +193,7 @@ def _environment(p):
                 continue
             if not isinstance(item, str) or "=" not in item or item.startswith("="):
                 raise gxo.ParamError(f"environment[{i}]", f"expected KEY=value, got {item!r}")
-            key, _, val = item.partition("=")
+            key, _, val = _os_text(p, f"environment[{i}]", item).partition("=")
             env[key] = val
         return env
     if isinstance(value, dict):
@@ -127,71 +204,310 @@ def _environment(p):
             if not isinstance(val, (str, int, float)):
                 raise gxo.ParamError(f"environment.{key}",
                                      f"expected a string, got {type(val).__name__}")
-            env[str(key)] = str(val)
+            key = str(key)
+            if not key or "=" in key:
+                raise gxo.ParamError(f"environment.{key}", "a variable name cannot be empty "
+                                                           "or hold '='")
+            env[_os_text(p, f"environment.{key}", key)] = _os_text(p, f"environment.{key}", str(val))
         return env
     raise gxo.ParamError("environment", "expected a list of KEY=value or a mapping")
 
 
-def _stream(proc, ctx, params, input, outputs, errors):
-    """Feed stdin from ``input`` and turn stdout lines into records."""
-    import json
-    counts = {"records_in": 0, "records_out": 0}
-    threads, err_chunks, out_chunks = [], [], []
+def _size(p, name):
+    """A byte count: an integer or text like 512KiB, 4MiB, 1GB."""
+    value = p.any(name)
+    if value is None:
+        return MAX_OUTPUT
+    if p.unrendered(value):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value) if isinstance(value, str) else None
+    if m and (not m.group(2) or m.group(2).lower() in _UNITS):
+        return int(m.group(1)) * _UNITS.get(m.group(2).lower(), 1)
+    raise gxo.ParamError(name, f"expected a size in bytes, such as 1048576, 512KiB, 4MiB or "
+                               f"1GB, got {gxo._describe(value)}")
 
-    def drain(stream, into):
-        into.append(stream.read())
 
-    def feed():
-        field, stdin = params["input_field"], proc.stdin
-        try:
-            for record in input:
-                if field is None:
-                    line = json.dumps(record, ensure_ascii=False, default=str)
-                else:
-                    value = record.get(field, "") if isinstance(record, dict) else record
-                    line = value if isinstance(value, str) else json.dumps(value, default=str)
-                stdin.write(line.encode() + b"\n")
-                counts["records_in"] += 1
-        except (BrokenPipeError, gxo.Cancelled):
-            pass                            # the command stopped reading, or the run stops
-        finally:
-            try:
-                stdin.close()
-            except BrokenPipeError:
-                pass
+def _size_text(n):
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n:,} bytes"
 
-    threads.append(threading.Thread(target=drain, args=(proc.stderr, err_chunks), daemon=True))
-    if input is not None:
-        threads.append(threading.Thread(target=feed, daemon=True))
-    elif params["stdin"] is not None:
-        proc.stdin.write(params["stdin"].encode())
-        proc.stdin.close()
-    for t in threads:
-        t.start()
-    if outputs:
-        as_json = params["output"] == "json"
-        for n, raw in enumerate(proc.stdout, 1):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if as_json:
-                try:
-                    record = json.loads(line)
-                    if not isinstance(record, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as e:
-                    errors.put(gxo.RecordProcessingError(ctx.name, f"line {n}", f"{e}: {line[:80]}"))
-                    continue
-            else:
-                record = {"line": line}
+
+def _skip_reason(params):
+    """Why creates/removes say the command need not run ("" if it must)."""
+    for name, want in (("creates", True), ("removes", False)):
+        path = params[name]
+        if path is not None:
+            full = os.path.join(params["working_dir"] or "", os.path.expanduser(path))
+            if os.path.lexists(full) == want:
+                return f"{name}: {path} {'exists' if want else 'does not exist'}"
+    return ""
+
+
+class _Capture:
+    """The head and the tail of a stream, at most ``limit`` bytes in all."""
+
+    def __init__(self, limit):
+        self.limit, self.size = limit, 0
+        self.head_max = limit // 2
+        self.head, self.tail = bytearray(), bytearray()
+        self.dropped = 0
+
+    def add(self, data):
+        self.size += len(data)
+        room = self.head_max - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            tail = self.tail
+            tail += data
+            extra = len(tail) - (self.limit - self.head_max)
+            if extra > 0:
+                del tail[:extra]            # cheap: a bytearray drops its front in place
+
+    def text(self, log, name):
+        """The text kept; logs a warning if some was dropped."""
+        head, tail = self.head, self.tail
+        dropped = self.size - len(head) - len(tail)
+        if not dropped:
+            return _text(head + tail)
+        cut = head.rfind(b"\n") + 1         # whole lines on both sides of the gap
+        if cut:
+            head = head[:cut]
+        cut = tail.find(b"\n") + 1
+        if 0 < cut < len(tail):
+            tail = tail[cut:]
+        self.dropped = self.size - len(head) - len(tail)
+        limit = _size_text(self.limit)
+        log.warn(f"{name} was {self.size:,} bytes, over max_output ({limit}): "
+                 f"kept its first and last lines, {len(head) + len(tail):,} bytes")
+        gap = f"[... {self.dropped:,} bytes dropped: the output is over max_output ({limit}) ...]"
+        return _text(head + (b"\n" if head and not head.endswith(b"\n") else b"")
+                     + gap.encode() + b"\n" + tail)
+
+
+class _Run:
+    """The pipes of a started command: stdout and stderr read by one poll loop in
+    the task's thread, stdin fed by a thread of its own (it blocks on input)."""
+
+    def __init__(self, proc, ctx, params, input, outputs, errors):
+        self.proc, self.ctx, self.params = proc, ctx, params
+        self.input, self.outputs, self.errors = input, outputs, errors
+        limit = params["max_output"]
+        self.out, self.err = _Capture(limit), _Capture(limit)
+        self.records_in = self.records_out = 0
+        self.failure = None             # what broke the feeder: fails the task
+        self.stopping = False           # cancelled, or nobody reads: stop waiting for EOF
+        self.unread = False             # every consumer stopped reading, so we stopped
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._feeder = None
+        if outputs:
+            self._pending, self._skipping, self._line = bytearray(), False, 0
+            if params["output"] == "json":
+                import json
+                self._loads = json.loads
             for channel in outputs:
-                channel.put(record)
-            counts["records_out"] += 1
-    else:
-        drain(proc.stdout, out_chunks)
-    proc.stdout.close()
-    for t in threads:
-        t.join()
-    proc.wait()
-    return b"".join(out_chunks), b"".join(err_chunks), counts
+                channel.on_detach = self.reader_left
+            self.reader_left()          # a consumer may be gone already
+        if input is not None:
+            self._feeder = threading.Thread(target=self.feed, args=(self.records(),),
+                                            daemon=True, name=f"gxo-feed-{ctx.name}")
+        elif params["stdin"] is not None:
+            self._feeder = threading.Thread(target=self.feed, args=([[params["stdin"]]],),
+                                            daemon=True, name=f"gxo-feed-{ctx.name}")
+        if self._feeder is not None:
+            self._feeder.start()
+
+    def stop(self):
+        """Wake the poll loop and the feeder: stop waiting for the pipes."""
+        with self._lock:
+            if not self.stopping and self._wake_w is not None:
+                self.stopping = True
+                os.write(self._wake_w, b"!")
+
+    def cancel(self, hard):
+        _terminate(self.proc, hard)
+        self.stop()
+
+    def reader_left(self):
+        """A consumer detached: once none is left, stop the command, as a pipe does."""
+        if all(o.detached for o in self.outputs) and self.proc.poll() is None:
+            self.unread = True
+            _terminate(self.proc, False)
+            self.stop()
+
+    def pump(self):
+        """Read stdout and stderr until both end, or a stop and the command's exit."""
+        proc = self.proc
+        on_out = self.on_lines if self.outputs else self.out.add
+        handlers = {proc.stdout.fileno(): on_out, proc.stderr.fileno(): self.err.add}
+        poll = select.poll()
+        for fd in handlers:
+            poll.register(fd, select.POLLIN)
+        poll.register(self._wake_r, select.POLLIN)
+        ending = None               # once the stopped command exited: when to give up
+        while handlers:
+            events = poll.poll(50 if self.stopping else None)
+            for fd, _ in events:
+                if fd == self._wake_r:
+                    poll.unregister(fd)
+                    continue
+                data = os.read(fd, _CHUNK)
+                if data:
+                    handlers[fd](data)
+                else:
+                    poll.unregister(fd)
+                    del handlers[fd]
+            if self.stopping:
+                # What is still in the pipes comes at once; a process that left
+                # the group may hold them open forever: do not wait for it.
+                if ending is None and proc.poll() is not None:
+                    _kill_group(proc)
+                    ending = time.monotonic() + 0.1
+                elif ending is not None and (not events or time.monotonic() > ending):
+                    break
+        if self.outputs and self._pending and not self._skipping:
+            self.emit(bytes(self._pending).decode("utf-8", "replace").rstrip("\r"))
+
+    def on_lines(self, data):
+        """Turn the complete lines of a chunk of stdout into records."""
+        if self._skipping:                  # the rest of a line over max_output
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self._skipping, data = False, data[end + 1:]
+        pending = self._pending
+        pending += data
+        end = pending.rfind(b"\n")
+        if end < 0:
+            if len(pending) > self.params["max_output"]:
+                self.emit(bytes(pending[:100]).decode("utf-8", "replace"), too_long=True)
+                pending.clear()
+                self._skipping = True
+            return
+        text = pending[:end].decode("utf-8", "replace")
+        del pending[:end + 1]
+        emit = self.emit
+        if "\r" in text:
+            for line in text.split("\n"):
+                emit(line.rstrip("\r"))
+        else:
+            for line in text.split("\n"):
+                emit(line)
+
+    def emit(self, line, too_long=False):
+        self._line += 1
+        limit = self.params["max_output"]
+        if too_long or len(line) > limit:
+            self.errors.put(gxo.RecordProcessingError(
+                self.ctx.name, f"line {self._line}",
+                f"longer than max_output ({_size_text(limit)}), dropped: {line[:80]}..."))
+            return
+        if self.params["output"] == "json":
+            try:
+                record = self._loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                self.errors.put(gxo.RecordProcessingError(self.ctx.name, f"line {self._line}",
+                                                          f"{e}: {line[:80]}"))
+                return
+        else:
+            record = {"line": line}
+        for channel in self.outputs:
+            channel.put(record)
+        self.records_out += 1
+
+    def records(self):
+        """The input records as lines for stdin, in batches: what is queued, about
+        _CHUNK bytes at most (a write per record would cost a system call each)."""
+        import json
+        field, name, errors, input = self.params["input_field"], self.ctx.name, self.errors, self.input
+        dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
+        batch, size = [], 0
+        for record in input:
+            if field is None:
+                try:
+                    line = (dumps(record) + "\n").encode()
+                except UnicodeEncodeError:      # lone surrogates: JSON escapes them
+                    line = (json.dumps(record, default=str) + "\n").encode()
+            else:
+                try:
+                    value = record[field]
+                except (KeyError, TypeError):
+                    errors.put(gxo.RecordProcessingError(name, _excerpt(record),
+                                                         f"no field '{field}' to write to stdin"))
+                    continue
+                text = value if isinstance(value, str) else dumps(value)
+                try:
+                    line = (text + "\n").encode("utf-8", "surrogateescape")
+                except UnicodeEncodeError as e:
+                    errors.put(gxo.RecordProcessingError(
+                        name, _excerpt(record), f"'{field}' is not valid UTF-8 text: "
+                        f"{text[e.start]!r} at character {e.start} is a lone surrogate"))
+                    continue
+            batch.append(line)
+            size += len(line)
+            if size >= _CHUNK or not input.queued:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def feed(self, batches):
+        """Write batches of lines to stdin, counting the lines written whole; stop if
+        the command stops reading or on stop()."""
+        stdin = self.proc.stdin
+        fd = stdin.fileno()
+        os.set_blocking(fd, False)      # so that a stop() is seen even when the pipe is full
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        poll.register(self._wake_r, select.POLLIN)
+        try:
+            for lines in batches:
+                data, sent = memoryview(b"".join(lines)), 0
+                try:
+                    while sent < len(data):
+                        try:
+                            sent += os.write(fd, data[sent:])
+                        except BlockingIOError:
+                            if any(f == self._wake_r for f, _ in poll.poll()):
+                                return
+                finally:
+                    self.records_in += len(lines) if sent == len(data) else _whole(lines, sent)
+        except (BrokenPipeError, gxo.Cancelled):
+            pass                        # the command stopped reading, or the run stops
+        except BaseException as e:      # never a record lost silently
+            self.failure = e
+        finally:
+            stdin.close()               # its buffer is empty: this cannot fail on a pipe
+
+    def close(self):
+        """Let go of the pipes and the feeder (after the command ended)."""
+        for channel in self.outputs:
+            channel.on_detach = None
+        if self._feeder is not None:
+            self.stop()
+            if self.input is not None:
+                self.input.detach("the command stopped reading")
+            self._feeder.join()
+        with self._lock:
+            wake_w, self._wake_w = self._wake_w, None
+        for fd in (self._wake_r, wake_w):
+            os.close(fd)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def _whole(lines, sent):
+    """How many of ``lines`` the first ``sent`` bytes of their join hold whole."""
+    import bisect
+    return bisect.bisect_right(list(itertools.accumulate(map(len, lines))), sent)
 
 
 def _terminate(proc, hard):
@@ -229,6 +545,24 @@ def _failure(code, stderr):
         tail = " | ".join(lines[-3:])
         what += ": " + (tail if len(tail) <= 300 else "..." + tail[-297:])
     return what
+
+
+def _log_tails(log, summary):
+    """Log the last lines of stdout and stderr of a failed command (each line bounded)."""
+    for name in ("stdout", "stderr"):
+        lines = summary["stdout_lines"] if name == "stdout" else summary[name].splitlines()
+        if lines:
+            shown = lines[-TAIL_LINES:]
+            what = (f"last {len(shown)} of {len(lines)} lines" if len(lines) > len(shown)
+                    else f"{len(lines)} line" + ("s" if len(lines) > 1 else ""))
+            log.error(f"{name} ({what}):\n" + "\n".join(
+                "  | " + (x if len(x) <= 300 else x[:300] + f"... ({len(x):,} characters)")
+                for x in shown))
+
+
+def _excerpt(record):
+    text = gxo.format_value(record)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _show(command, args, shell):

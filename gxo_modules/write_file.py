@@ -8,12 +8,20 @@ Params:
             ``json`` writes each record as one line of JSON (JSON Lines).
 ``field``   with ``lines``: the field to write (default ``line``).  A record
             without it is a record error; numbers and other values are
-            written as templates print them.
+            written as templates print them.  Text that was read with
+            surrogateescape is written as the bytes it was read from;
+            other text that is not UTF-8 is a record error (``json``
+            writes it as JSON escapes).
 ``append``  add to the end of the file instead of replacing it (default
             false).  Without ``append`` the file is replaced only when the
             stream has ended well: the records go to a temporary file next to
             it, renamed over ``path`` at the end, so a failed or cancelled run
             never leaves a half-written file behind.
+
+Without ``append``, ``path`` must be a regular file or not exist yet: a
+symlink, directory, FIFO or device is refused before anything is read,
+never replaced by a regular file.  ``append`` opens ``path`` as it is
+(following a symlink, writing into a device or FIFO).
 
 Summary: ``{"path": path, "count": records written}``.  Dry run: writes
 nothing, reads the stream to its end and reports what it would have written.
@@ -43,6 +51,8 @@ class WriteFile(gxo.Module):
             raise gxo.ParamError("path", "is required (the file to write)")
         if isinstance(params["path"], str) and not params["path"].strip():
             raise gxo.ParamError("path", "is empty")
+        if isinstance(params["path"], str) and "\0" in params["path"]:
+            raise gxo.ParamError("path", "contains a NUL byte, which no path can hold")
         if params["field"] is not None and params["format"] == "json":
             raise gxo.ParamError("field", "only applies to format: lines (json writes whole "
                                           "records)")
@@ -67,10 +77,13 @@ class WriteFile(gxo.Module):
         if params["append"]:
             target = path
         else:
+            _check_regular(path)
             target = os.path.join(os.path.dirname(path) or ".",
                                   f".{os.path.basename(path)}.gxo-{os.getpid()}-{id(self)}.tmp")
         try:
+            # Lines: text read with surrogateescape goes back as the bytes it was read from.
             f = open(target, "a" if params["append"] else "w", encoding="utf-8",
+                     errors="strict" if params["format"] == "json" else "surrogateescape",
                      buffering=1 << 16)
         except OSError as e:
             raise gxo.TaskError(f"cannot write {path}: {e.strerror or e}") from None
@@ -99,14 +112,13 @@ class WriteFile(gxo.Module):
 def _write_json(write, input, puts):
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
     count = 0
-    if puts:
-        for count, record in enumerate(input, 1):
+    for count, record in enumerate(input, 1):
+        try:
             write(encode(record) + "\n")
-            for put in puts:
-                put(record)
-    else:
-        for count, record in enumerate(input, 1):
-            write(encode(record) + "\n")
+        except UnicodeEncodeError:  # lone surrogates (undecodable input): as JSON escapes
+            write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        for put in puts:
+            put(record)
     return count
 
 
@@ -118,11 +130,32 @@ def _write_lines(write, input, puts, field, name, errors):
         except (KeyError, TypeError, IndexError):
             errors.put(gxo.RecordProcessingError(name, _short(record), f"no field '{field}' to write"))
         else:
-            write((value if value.__class__ is str else text(value)) + "\n")
-            written += 1
+            line = value if value.__class__ is str else text(value)
+            try:
+                write(line + "\n")
+                written += 1
+            except UnicodeEncodeError as e:
+                errors.put(gxo.RecordProcessingError(
+                    name, _short(record), f"'{field}' is not valid UTF-8 text: "
+                    f"{line[e.start]!r} at character {e.start} is a lone surrogate"))
         for put in puts:            # written first: a consumer may change the record
             put(record)
     return written
+
+
+def _check_regular(path):
+    """Refuse to replace anything but a regular file (a symlink is not followed)."""
+    import stat
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return                      # no such file yet: it will be created
+    if not stat.S_ISREG(mode):
+        kind = ("a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+                else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device")
+        raise gxo.TaskError(f"cannot write {path}: it is {kind}, not a regular file; "
+                            "write_file replaces only regular files (or use append: true)")
 
 
 def _keep_mode(path, target):

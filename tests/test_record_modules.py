@@ -1041,3 +1041,66 @@ class _EmitThenFail(gxo.Module):
             for out in outputs:
                 out.put({"line": f"line {i}"})
         raise gxo.TaskError("broke after streaming")
+
+
+# ---------------------------------------------------------------- write_file: what it refuses
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_write_file_never_replaces_what_is_not_a_regular_file(tmp_path, kind):
+    path, target = tmp_path / "out", tmp_path / "target.txt"
+    target.write_text("keep\n")
+    {"symlink": lambda: path.symlink_to(target), "fifo": lambda: os.mkfifo(path),
+     "directory": lambda: path.mkdir()}[kind]()
+    with pytest.raises(gxo.TaskError, match=f"cannot write {path}: it is an? "
+                                            f"{'FIFO' if kind == 'fifo' else kind}, not a regular"):
+        perform(WriteFile, {"path": str(path)}, [{"line": "new"}])
+    assert target.read_text() == "keep\n"
+    assert os.path.islink(path) if kind == "symlink" else not os.path.isfile(path)
+    assert sorted(os.listdir(tmp_path)) == ["out", "target.txt"]      # no temporary file
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_write_file_refuses_a_device_but_appends_to_it():
+    with pytest.raises(gxo.TaskError, match="cannot write /dev/null: it is a device"):
+        perform(WriteFile, {"path": "/dev/null"}, [{"line": "x"}])
+    assert perform(WriteFile, {"path": "/dev/null", "append": True}, [{"line": "x"}]).summary["count"] == 1
+
+
+def test_write_file_append_follows_a_symlink(tmp_path):
+    target = tmp_path / "target.txt"
+    target.write_text("old\n")
+    (tmp_path / "link").symlink_to(target)
+    perform(WriteFile, {"path": str(tmp_path / "link"), "append": True}, [{"line": "new"}])
+    assert target.read_text() == "old\nnew\n"
+
+
+def test_write_file_nul_in_path_is_a_param_error():
+    assert "param 'path': contains a NUL byte" in param_error(WriteFile, {"path": "a\0b"})
+
+
+def test_write_file_surrogate_escaped_text(tmp_path):
+    # What a file read with surrogateescape gives goes back as the bytes it was read from;
+    # a lone surrogate that stands for no byte is a record error; JSON escapes both.
+    records = [{"line": "a\udcff"}, {"line": "\ud800"}, {"line": "z"}]
+    path = tmp_path / "out.txt"
+    d = perform(WriteFile, {"path": str(path)}, records)
+    assert path.read_bytes() == b"a\xff\nz\n" and d.summary["count"] == 2
+    assert len(d.errors) == 1 and "'line' is not valid UTF-8 text" in d.errors[0].cause
+    assert d.out == records
+    d = perform(WriteFile, {"path": str(path), "format": "json"}, records)
+    assert path.read_text() == '{"line":"a\\udcff"}\n{"line":"\\ud800"}\n{"line":"z"}\n'
+    assert [json.loads(x) for x in path.read_text().splitlines()] == records
+
+
+def test_cli_write_file_onto_a_symlink_fails_and_keeps_it(cli, tmp_path):
+    (tmp_path / "real.txt").write_text("keep\n")
+    (tmp_path / "out.txt").symlink_to(tmp_path / "real.txt")
+    r = cli(playbook="""
+        name: w
+        tasks:
+          - {name: src, type: records, params: {items: [a, b]}}
+          - {name: w, type: write_file, stream_input: src, params: {path: out.txt, field: value}}
+    """)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "[w] Failed" in r.stderr and "cannot write out.txt: it is a symlink" in r.stderr
+    assert (tmp_path / "out.txt").is_symlink() and (tmp_path / "real.txt").read_text() == "keep\n"

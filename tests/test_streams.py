@@ -73,6 +73,23 @@ def test_channel_detach_drops_and_counts():
     assert ch.undelivered == 23
 
 
+def test_channel_queued_counts_what_the_reader_can_take_now():
+    ch = gxo.Channel(10)
+    for i in range(3):
+        ch.put({"n": i})
+    it = iter(ch)
+    assert ch.queued == 3 and next(it) == {"n": 0} and ch.queued == 2
+
+
+def test_channel_detach_tells_the_producer():
+    ch, calls = gxo.Channel(10), []
+    ch.on_detach = lambda: calls.append(ch.detached)
+    assert not ch.detached
+    ch.close()
+    ch.detach("gone")
+    assert calls == [True] and ch.detached
+
+
 def test_channel_copy_isolates_consumers():
     a, b = gxo.Channel(5), gxo.Channel(5, copy=True)
     record = {"n": 1, "tags": ["x"]}
