@@ -381,10 +381,14 @@ _RETRY_KEYS = ("attempts", "delay", "on_error")
 def load_playbook(source, vars=None, *, modules_dirs=()):
     """Load and validate a playbook from a path or from YAML text.
 
-    ``vars`` are the -var overrides.  Raises PlaybookError, naming the file,
-    line, task and field, if anything is wrong; nothing has run by then.
+    ``source`` is a path if it is an os.PathLike, or a str with no newline
+    that does not start with '{'; any other str is the YAML text itself
+    ("{name: x, tasks: [...]}" or several lines).  ``vars`` are the -var
+    overrides.  Raises PlaybookError, naming the file, line, task and field,
+    if anything is wrong; nothing has run by then.
     """
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source):
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
+                                           and not source.lstrip().startswith("{")):
         file = os.fspath(source)
         try:
             with open(file, encoding="utf-8") as f:
@@ -511,6 +515,8 @@ class _Loader:
                             "(letters, digits and _, not starting with a digit)", t, "register")
         if t.register == "_gxo":
             raise self.fail(raw, "register", "'_gxo' is reserved for gxo's own state", t, "register")
+        if t.register is not None and t.name is None:
+            raise self.fail(raw, "register", "a task with 'register' needs a 'name'", t, "register")
         if "ignore_errors" in raw:
             t.ignore_errors = self.expect(raw, "ignore_errors", bool, "true or false", t)
         if raw.get("when") is not None:
@@ -2959,7 +2965,8 @@ class Logger:
     ``log(..., hold=True)`` keeps a line back until the next ``flush`` or
     unheld line (order is kept): the engine holds the line that ends a task
     and writes it with the next task's start, or when a worker goes idle, so
-    a busy run makes one write per task, not two.
+    a busy run makes one write per task, not two.  If the stream breaks (the
+    reader of ``gxo ... 2>&1 | head`` is gone), logging stops and the run goes on.
     """
 
     def __init__(self, level="INFO", stream=None):
@@ -2971,6 +2978,7 @@ class Logger:
         self._lock = threading.Lock()
         self._held = []
         self._second, self._stamp = None, ""
+        self._broken = False
 
     def log(self, level, message, hold=False):
         if level < self.level:
@@ -2987,14 +2995,24 @@ class Logger:
             if self._held:
                 line = "".join(self._held) + line
                 self._held.clear()
-            (self.stream or sys.stderr).write(line)
+            self._write(line)
 
     def flush(self):
         """Write the lines held back."""
         with self._lock:
             if self._held:
-                (self.stream or sys.stderr).write("".join(self._held))
+                self._write("".join(self._held))
                 self._held.clear()
+
+    def _write(self, text):
+        # Holding the lock.
+        if self._broken:
+            return
+        stream = self.stream or sys.stderr
+        try:
+            stream.write(text)
+        except (OSError, ValueError):           # closed under us: stop logging, never fail
+            self._broken = True
 
     def debug(self, message):
         self.log(10, message)

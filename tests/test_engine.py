@@ -402,3 +402,31 @@ def test_unnamed_tasks_get_positional_keys(run):
           - {type: fake}
     """)
     assert list(r.tasks) == ["#1", "#2"]
+
+
+# -- the Python API and the log
+
+def test_load_playbook_path_or_text(tmp_path):
+    path = tmp_path / "p.yml"
+    path.write_text("name: from-file\ntasks: [{type: fake}]\n")
+    assert gxo.load_playbook(path).name == "from-file"              # os.PathLike: a path
+    assert gxo.load_playbook(str(path)).name == "from-file"         # one line: a path
+    assert gxo.load_playbook("{name: flow, tasks: [{type: fake}]}").name == "flow"
+    assert gxo.load_playbook("  {name: flow, tasks: [{type: fake}]}").file == "<playbook>"
+    assert gxo.load_playbook("name: lines\ntasks: [{type: fake}]\n").name == "lines"
+    with pytest.raises(gxo.PlaybookError, match="cannot read the playbook"):
+        gxo.load_playbook("name: x")                                # one line, no '{': a path
+
+
+def test_broken_log_stream_stops_logging_not_the_run(run):
+    class Closed:
+        writes = 0
+
+        def write(self, text):
+            Closed.writes += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+    r = gxo.run_playbook("name: x\ntasks:\n  - {name: a, type: fake}\n  - {name: b, type: fake, depends_on: [a]}\n",
+                         log_stream=Closed())
+    assert r.ok and r.tasks["b"].status == "Completed"
+    assert Closed.writes == 1
