@@ -3391,7 +3391,7 @@ def _default_concurrency():
     return max(8, 4 * (os.cpu_count() or 1))
 
 
-_FDS_PER_CALL = 8       # an exec call holds up to 8 fds while it starts: 3 pipes, /dev/null, exec's own pipe
+_FDS_PER_CALL = 8       # what an exec call holds as it starts: 4 pipes (stdin, stdout, stderr, Popen's)
 
 
 def _open_file_limit():
@@ -3687,7 +3687,7 @@ class Engine:
             if hard or not tasks[i].always:
                 ctx.cancel(reason, hard)
 
-    # -- what runs at once, and messages (called from task threads)
+    # -- how many calls run at once, and why a register is missing (no lock needed)
 
     def limit_calls(self):
         """Cap the module calls at once by the open-file limit, if the playbook could pass it."""
