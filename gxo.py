@@ -395,7 +395,7 @@ class Task:
     __slots__ = ("index", "name", "key", "label", "type", "params", "register",
                  "stream_input", "ignore_errors", "when", "loop", "loop_var",
                  "index_var", "parallel", "attempts", "delay", "retry_on_error",
-                 "depends_on", "timeout", "module", "_params", "_when", "_loop",
+                 "depends_on", "timeout", "always", "module", "_params", "_when", "_loop",
                  "needs", "edges", "no_log")
 
     def __init__(self, index):
@@ -403,7 +403,7 @@ class Task:
         self.name = self.register = self.stream_input = None
         self.when = self.loop = self.timeout = self.module = None
         self.params = {}
-        self.ignore_errors = self.no_log = False
+        self.ignore_errors = self.always = self.no_log = False
         self.loop_var, self.index_var, self.parallel = "item", None, 1
         self.attempts, self.delay, self.retry_on_error = 1, 1.0, True
         self.depends_on = []
@@ -439,7 +439,8 @@ class Playbook:
 
 _TOP_KEYS = ("name", "templating", "vars", "tasks")
 _TASK_KEYS = ("name", "type", "params", "register", "stream_input", "ignore_errors",
-              "when", "loop", "loop_control", "retry", "depends_on", "timeout", "no_log")
+              "when", "loop", "loop_control", "retry", "depends_on", "timeout", "always",
+              "no_log")
 _LOOP_KEYS = ("parallel", "loop_var", "index_var")
 _RETRY_KEYS = ("attempts", "delay", "on_error")
 
@@ -447,12 +448,16 @@ _RETRY_KEYS = ("attempts", "delay", "on_error")
 def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
     """Load and validate a playbook from a path or from YAML text.
 
-    ``vars`` are the -var overrides (a string is typed like the var it sets),
-    over the values of ``var_files`` (-var-file: YAML mappings, later ones win).
-    Raises PlaybookError, naming the file, line, task and field, if anything
-    is wrong; nothing has run by then.
+    ``source`` is a path if it is an os.PathLike, or a str with no newline
+    that does not start with '{'; any other str is the YAML text itself
+    ("{name: x, tasks: [...]}" or several lines).  ``vars`` are the -var
+    overrides (a string is typed like the var it sets), over the values of
+    ``var_files`` (-var-file: YAML mappings, later ones win).  Raises
+    PlaybookError, naming the file, line, task and field, if anything is
+    wrong; nothing has run by then.
     """
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source):
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
+                                           and not source.lstrip().startswith("{")):
         file = os.fspath(source)
         try:
             with open(file, encoding="utf-8") as f:
@@ -589,7 +594,9 @@ class _Loader:
                             "(letters, digits and _, not starting with a digit)", t, "register")
         if t.register == "_gxo":
             raise self.fail(raw, "register", "'_gxo' is reserved for gxo's own state", t, "register")
-        for key in ("ignore_errors", "no_log"):
+        if t.register is not None and t.name is None:
+            raise self.fail(raw, "register", "a task with 'register' needs a 'name'", t, "register")
+        for key in ("ignore_errors", "always", "no_log"):
             if key in raw:
                 setattr(t, key, self.expect(raw, key, bool, "true or false", t))
         if raw.get("when") is not None:
@@ -3092,7 +3099,9 @@ class Module:
     ``raw_params`` names params that gxo must not render (the module renders
     them itself, for instance once per record).  ``supports_dry_run`` says
     that ``perform`` honours ``ctx.dry_run`` (changes nothing then); in a
-    dry run gxo calls no other module, it logs what would run.
+    dry run gxo calls no other module, it logs what would run.  A
+    ``perform`` that returns has completed; once ``ctx.cancelled`` it should
+    stop and raise (``ctx.check()``).
     """
 
     raw_params = ()
@@ -3409,7 +3418,8 @@ class Logger:
     ``log(..., hold=True)`` keeps a line back until the next ``flush`` or
     unheld line (order is kept): the engine holds the line that ends a task
     and writes it with the next task's start, or when a worker goes idle, so
-    a busy run makes one write per task, not two.
+    a busy run makes one write per task, not two.  If the stream breaks (the
+    reader of ``gxo ... 2>&1 | head`` is gone), logging stops and the run goes on.
     """
 
     def __init__(self, level="INFO", stream=None, *, format="text", color=False):
@@ -3427,6 +3437,7 @@ class Logger:
         self._held = []
         self._second, self._stamp = None, ""
         self._progress = False          # a progress line is on the screen
+        self._broken = False            # the stream was closed under us
         if format == "json":
             import json
             self._dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
@@ -3483,16 +3494,26 @@ class Logger:
         with self._lock:
             held = "".join(self._held)
             self._held.clear()
-            self._write(held)
-            out.write(f"\r\x1b[K{text}")
-            out.flush()
-            self._progress = True
+            self._write(held + f"\r\x1b[K{text}", flush=True)
+            self._progress = not self._broken
 
-    def _write(self, text):
-        """Write (lock held), first erasing the progress line if one is shown."""
+    def _write(self, text, flush=False):
+        """Write (lock held), first erasing the progress line if one is shown.
+
+        A stream closed under us (``gxo ... 2>&1 | head``) stops the logging,
+        never the run.
+        """
+        if self._broken:
+            return
         if self._progress and text:
             text, self._progress = "\r\x1b[K" + text, False
-        (self.stream or sys.stderr).write(text)
+        stream = self.stream or sys.stderr
+        try:
+            stream.write(text)
+            if flush:
+                stream.flush()
+        except (OSError, ValueError):
+            self._broken = True
 
     def paint(self, word):
         """The word in its colour, if this log is coloured."""
@@ -3564,8 +3585,8 @@ class _Reporter:
                      + (" (dry run)" if self.dry_run else ""), event="run_started")
 
     def task_started(self, t):
-        # This line also writes the end lines held.
-        self.log.log(INFO, "started", task=t.key, event="task_started")
+        # Held: the engine writes it, with the end lines held, when the task runs.
+        self.log.log(INFO, "started", hold=True, task=t.key, event="task_started")
 
     def loop_started(self, t, items):
         with self._lock:
@@ -3832,29 +3853,31 @@ class _Runner:
         self.input, self.outputs, self.errors = input, outputs, errors
 
     def run(self):
-        """Return (status, reason, summary)."""
+        """Return (status, reason, summary); a failure's summary is what its module gave."""
         t, ctx, data = self.t, self.ctx, self.engine.state.data
+        if ctx.cancelled:                   # a halt, or its producer failed, before it ran
+            return FAILED, ctx.reason, None
         if t._when is not None:
             try:
                 go = truthy(t._when(data))
             except TemplateError as e:
-                ctx.log.warn(f"'when' could not be evaluated, skipping: {e}")
-                return SKIPPED, f"'when' failed: {e}", None
+                reason = self.why(e)
+                ctx.log.warn(f"'when' could not be evaluated, skipping: {reason}")
+                return SKIPPED, f"'when' failed: {reason}", None
             if not go:
                 return SKIPPED, "'when' is false", None
         if t._loop is None:
+            # A module that returns has completed, even if a halt arrives in the
+            # same instant: a cancelled module raises (ctx.check()).
             try:
-                summary = self.call(data)
+                return COMPLETED, "", self.call(data)
             except Exception as e:
                 self.log_error(e)
-                return FAILED, _reason(e, ctx), None
-            if ctx.cancelled:       # the module ended, but not on its own terms
-                return FAILED, ctx.reason, None
-            return COMPLETED, "", summary
+                return FAILED, self.why(e), e.summary if isinstance(e, TaskError) else None
         try:
             items = self.items(data)
         except (TaskError, TemplateError) as e:
-            return FAILED, _reason(e, ctx), None
+            return FAILED, self.why(e), None
         return self.loop(items, data)
 
     def items(self, data):
@@ -3867,7 +3890,9 @@ class _Runner:
 
     def loop(self, items, data):
         t, ctx = self.t, self.ctx
-        summaries, failures = [None] * len(items), {}
+        # Per-item summaries only if registered: a loop of 10M items keeps nothing.
+        summaries = [None] * len(items) if t.register is not None else None
+        failures, shown, lock = [0], [], threading.Lock()   # count; the first three
         reporter = self.engine.reporter
         reporter.loop_started(t, items)
 
@@ -3877,35 +3902,48 @@ class _Runner:
                 scope[t.index_var] = i
             tries = [0]
             try:
-                summaries[i] = self.call(ChainMap(scope, data), tries)
+                summary = self.call(ChainMap(scope, data), tries, i, items[i])
             except Exception as e:
-                self.log_error(e, f"item {i} {_short(items[i])}: ")
-                failures[i] = _reason(e, ctx)
+                label = f"item {i} {_short(items[i])}"
+                self.log_error(e, label + ": ")
+                reason = self.why(e)
+                with lock:
+                    failures[0] += 1
+                    shown.append((i, f"{label}: {reason}"))
+                    if len(shown) > 3:
+                        shown.sort()
+                        shown.pop()
                 if not ctx.cancelled:
-                    ctx.log.warn(f"item {i} {_short(items[i])} failed: {failures[i]}")
-                reporter.item_ended(t, i, FAILED, failures[i], tries[0])
+                    ctx.log.warn(f"{label} failed: {reason}")
+                summary = e.summary if isinstance(e, TaskError) else None
+                reporter.item_ended(t, i, FAILED, reason, tries[0])
             else:
                 reporter.item_ended(t, i, COMPLETED, "", tries[0])
+            if summaries is not None:
+                summaries[i] = summary
 
         if t.parallel > 1 and len(items) > 1:
-            self.engine.workers.map(one, len(items), t.parallel, ctx)
+            ran_all = self.engine.workers.map(one, len(items), self.engine.lanes(t), ctx)
         else:
+            ran_all = True
             for i in range(len(items)):
                 if ctx.cancelled:
+                    ran_all = False
                     break
                 one(i)
-        if ctx.cancelled:
-            return FAILED, ctx.reason, None
-        if failures:
-            shown = [f"item {i} {_short(items[i])}: {failures[i]}" for i in sorted(failures)[:3]]
-            more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
-            return FAILED, f"{len(failures)} of {len(items)} items failed: " + "; ".join(shown) + more, None
+        if not ran_all or (failures[0] and ctx.cancelled):
+            return FAILED, ctx.reason, summaries
+        if failures[0]:
+            more = f"; and {failures[0] - 3} more" if failures[0] > 3 else ""
+            return (FAILED, f"{failures[0]} of {len(items)} items failed: "
+                    + "; ".join(text for _, text in sorted(shown)) + more, summaries)
         return COMPLETED, "", summaries
 
-    def call(self, scope, tries=None):
+    def call(self, scope, tries=None, index=None, item=None):
         """Render params and run the module, retrying as the task says.
 
-        ``tries``, a one-item list, counts the attempts (a loop reports them per item).
+        ``tries``, a one-item list, counts the attempts (a loop reports them
+        per item); ``index`` and ``item`` name a loop's item in messages.
         """
         t, ctx = self.t, self.ctx
         params = rendered = t._params(scope)
@@ -3917,7 +3955,7 @@ class _Runner:
             reader.finish()
         if ctx.dry_run and not getattr(module, "supports_dry_run", False):
             return self.dry_run(rendered)
-        state = self.engine.state.reader
+        state, slots = self.engine.state.reader, self.engine.slots_for(t)
         attempt = 0
         while True:
             attempt += 1
@@ -3926,15 +3964,19 @@ class _Runner:
             if attempt > self.result.attempts:
                 self.result.attempts = attempt
             try:
-                return module.perform(ctx, params, state, self.input, self.outputs, self.errors)
+                if slots is None:
+                    return module.perform(ctx, params, state, self.input, self.outputs, self.errors)
+                with slots:
+                    return module.perform(ctx, params, state, self.input, self.outputs, self.errors)
             except Exception as e:
                 if (isinstance(e, Cancelled) or ctx.cancelled or attempt >= t.attempts
                         or not t.retry_on_error):
                     raise
+                what = "" if index is None else f"item {index} {_short(item)}: "
                 if (self.input is not None and self.input.used) or any(o.used for o in self.outputs):
-                    ctx.log.warn("not retrying: records were already streamed")
+                    ctx.log.warn(f"{what}not retrying: records were already streamed")
                     raise
-                ctx.log.warn(f"attempt {attempt} of {t.attempts} failed: {_reason(e, ctx)}; "
+                ctx.log.warn(f"{what}attempt {attempt} of {t.attempts} failed: {self.why(e)}; "
                              f"retrying in {_seconds(t.delay)}")
                 if ctx.wait(t.delay):
                     raise Cancelled(ctx.reason) from None
@@ -3949,6 +3991,15 @@ class _Runner:
             for _ in self.input:        # drain, so the producer is not reported short
                 pass
         return {"dry_run": True}
+
+    def why(self, error):
+        """Why a call failed, naming the task whose register a template missed."""
+        reason = _reason(error, self.ctx)
+        if isinstance(error, TemplateError) and not self.ctx.cancelled:
+            missing = self.engine.unregistered(self.t)
+            if missing:
+                return f"{missing} ({reason})"
+        return reason
 
     def log_error(self, error, prefix=""):
         if isinstance(error, (GxoError, OSError)) or self.ctx.cancelled:
@@ -3996,7 +4047,8 @@ class _Workers:
             fn, args = job
 
     def map(self, fn, count, parallel, ctx):
-        """Call fn(i) for i in range(count), ``parallel`` at a time; returns when all ended."""
+        """Call fn(i) for i in range(count), ``parallel`` at a time, until ctx is
+        cancelled; return (when all calls ended) whether every i was called."""
         lock, next_index, done = threading.Lock(), [0], SimpleQueue()
 
         def lane():
@@ -4017,6 +4069,7 @@ class _Workers:
         lane()
         for _ in range(lanes):
             done.get()
+        return next_index[0] >= count
 
     def shutdown(self):
         with self._lock:
@@ -4052,6 +4105,25 @@ def _default_concurrency():
     return max(8, 4 * (os.cpu_count() or 1))
 
 
+_FDS_PER_CALL = 8       # what an exec call holds as it starts: 4 pipes (stdin, stdout, stderr, Popen's)
+
+
+def _open_file_limit():
+    """(module calls the open-file limit allows at once, the limit), or None if unlimited."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):     # pragma: no cover (not POSIX)
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        used = len(os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"))
+    except OSError:                                 # pragma: no cover
+        used = 32
+    return max(1, (soft - used - 16) // _FDS_PER_CALL), soft
+
+
 class Engine:
     """Runs a loaded playbook: schedules its tasks as a DAG, returns a RunResult.
 
@@ -4059,7 +4131,9 @@ class Engine:
     bookkeeping and carries on with a task that became ready, so a chain of
     tasks runs on one thread without hand-offs.  ``cancel`` and
     ``interrupt`` may be called from any thread or a signal handler: running
-    tasks are cancelled (their processes killed), tasks not started skipped.
+    tasks are cancelled (their processes killed), tasks not started skipped,
+    but failure handlers (``always: true``) still run; a second stop
+    request cancels those too.
     """
 
     def __init__(self, playbook, *, dry_run=False, concurrency=None, channel_buffer_size=100,
@@ -4101,26 +4175,35 @@ class Engine:
         self.started = [False] * len(groups)
         self.ready = deque(sorted((g for g in range(len(groups)) if not self.waiting[g]),
                                   key=lambda g: groups[g][0]))
-        self.halted, self.exit_code, stops = None, 0, 0
+        self.registered_by = {t.register: t for t in tasks if t.register is not None}
+        self.halted, self.exit_code, self.killed, stops = None, 0, False, 0
         start = time.monotonic()
         self.reporter.run_started()
+        self.limit_calls()
         with self._lock:
             jobs = self.take_ready()
-        for job in jobs:
-            self.workers.submit(self.work, job)
-        while jobs:                         # wait for the last task, or a stop request
+        busy = bool(jobs)
+        while busy:                         # wait for the last task, or a stop request
+            for job in jobs:
+                self.workers.submit(self.work, job)
             log.flush()
             event = self._events.get()
             if event[0] == "done":
                 break
             stops += 1
             with self._lock:
-                if self.halted is None:
-                    self.halted, self.exit_code = event[1], event[2]
-                    log.warn(f"stopping: {event[1]}")
-                self.cancel_running(f"cancelled: {self.halted}", hard=stops > 1)
-                if not self.running:
-                    break
+                if stops > 1:               # a second request: failure handlers too, at once
+                    log.warn(f"stopping at once: {event[1]}")
+                    self.killed = True
+                    self.cancel_running(f"cancelled: {self.halted}", hard=True)
+                else:
+                    handlers = any(t.always and r.status is None for t, r in zip(tasks, self.results))
+                    log.warn(f"stopping: {event[1]}" + (" (failure handlers still run: stop "
+                                                          "again to cancel them)" if handlers else ""))
+                    if self.halted is None:
+                        self.halt(event[1], event[2], f"cancelled: {event[1]}")
+                jobs = self.take_ready()    # failure handlers that wait for nothing now
+                busy = bool(jobs or self.running)
         with self._lock:
             for g, members in enumerate(groups):
                 if not self.started[g]:
@@ -4138,35 +4221,41 @@ class Engine:
     def take_ready(self):
         """Start what is ready, within the concurrency limit; return the jobs."""
         jobs = []
-        while self.ready and self.halted is None and len(self.running) < self.concurrency:
-            jobs += self.start_group(self.groups[self.ready.popleft()])
+        while self.ready and not self.killed and len(self.running) < self.concurrency:
+            g = self.ready.popleft()
+            if not self.started[g]:         # else skipped meanwhile (a halt)
+                jobs += self.start_group(g)
         return jobs
 
-    def start_group(self, members):
-        """Set up a task, or every member of a stream pipeline at once."""
-        self.started[self.group_of[members[0]]] = True
-        pb = self.playbook
-        outputs = {i: [] for i in members}
-        inputs = {}
+    def start_group(self, g):
+        """Set up a task, or every member of a stream pipeline at once (but the skipped)."""
+        self.started[g] = True
+        pb, results = self.playbook, self.results
+        members = [i for i in self.groups[g] if results[i].status is None]
+        outputs, inputs = {}, {}
         for i in members:
-            # Fan-out: every consumer but the last gets a copy, made before the
-            # original is handed to the last one (modules put in list order).
-            last = len(pb.consumers[i]) - 1
-            for k, c in enumerate(pb.consumers[i]):
-                channel = Channel(self.buffer, copy=k < last)
-                outputs[i].append(channel)
-                inputs[c] = channel
+            # A skipped consumer gets no channel.  Fan-out: every consumer but the
+            # last gets a copy, made before the original is handed to the last one
+            # (modules put in list order).
+            consumers = [c for c in pb.consumers[i] if results[c].status is None]
+            outputs[i] = (consumers, [])
+            for k, c in enumerate(consumers):
+                inputs[c] = Channel(self.buffer, copy=k < len(consumers) - 1)
+                outputs[i][1].append(inputs[c])
         jobs = []
         for i in members:
             t = pb.tasks[i]
             ctx = TaskContext(t.key, _TaskLog(self.log, t.key, t.no_log), self.dry_run,
                               self.state.reader, pb.delimiters)
-            input = inputs.get(i)
+            input, (consumers, outs) = inputs.get(i), outputs[i]
             self.running[i] = ctx
-            self.channels[i] = (input, outputs[i])
-            if input is not None or outputs[i]:
-                ctx.on_cancel(_stop_streams(ctx, t.key, input, outputs[i]))
-            jobs.append((t, ctx, input, outputs[i]))
+            self.channels[i] = (consumers, outs)
+            # Held, and written when it runs: logged under the lock, a start line
+            # can never follow "halting the playbook".
+            self.reporter.task_started(t)
+            if input is not None or outs:
+                ctx.on_cancel(_stop_streams(ctx, t.key, input, outs))
+            jobs.append((t, ctx, input, outs))
         return jobs
 
     def work(self, job):
@@ -4187,7 +4276,7 @@ class Engine:
     def execute(self, t, ctx, input, outputs):
         """Run one task on this thread; its result goes to self.results."""
         result = self.results[t.index]
-        self.reporter.task_started(t)
+        self.log.flush()                    # its start line, and the end lines held
         begin = time.monotonic()
         timer = None
         if t.timeout:
@@ -4199,10 +4288,10 @@ class Engine:
         try:
             result.status, result.reason, summary = _Runner(
                 self, t, ctx, result, input, outputs, errors).run()
-            if result.status == COMPLETED:
-                result.summary = summary
-                if t.register:
-                    self.state.set(t.register, summary)
+            # A failed task registers what its module gave of the failure, if anything.
+            result.summary = summary
+            if t.register is not None and (result.status == COMPLETED or summary is not None):
+                self.state.set(t.register, summary)
         except BaseException as e:          # a bug in gxo: report it, never hang the run
             import traceback
             result.status, result.reason = FAILED, f"internal error: {e!r}"
@@ -4222,8 +4311,8 @@ class Engine:
         result = self.results[t.index]
         del self.running[t.index]
         self.state.set_status(t.key, result.status)
-        input, outputs = self.channels.pop(t.index)
-        for channel, c in zip(outputs, self.playbook.consumers[t.index]):
+        consumers, outputs = self.channels.pop(t.index)
+        for channel, c in zip(outputs, consumers):
             if result.status == FAILED:
                 channel.abort(f"stream producer {t.key} failed")
                 if c in self.running:
@@ -4235,45 +4324,114 @@ class Engine:
                                  f"{self.playbook.tasks[c].key} (it stopped reading)", task=t.key)
         self.reporter.task_ended(t, result)
         if result.status == FAILED and not t.ignore_errors and self.halted is None:
-            self.halted, self.exit_code = f"task '{t.key}' failed", 1
             self.log.error(f"halting the playbook: {t.label} failed")
-            self.cancel_running(f"cancelled: playbook halted because {t.key} failed")
-        self.release(t.index)
+            self.halt(f"task '{t.key}' failed", 1,
+                      f"cancelled: playbook halted because {t.key} failed")
+        for m, why in self.release(t.index):
+            self.skip(m, why)
         return self.take_ready()
 
-    def release(self, i):
-        """Make ready what waited for task i (which ran), or skip it if i failed."""
+    def halt(self, reason, exit_code, cancel_reason):
+        """Stop the run: cancel what runs and skip what has not started, but failure handlers."""
+        self.halted, self.exit_code = reason, exit_code
+        self.cancel_running(cancel_reason)
+        tasks = self.playbook.tasks
+        for g, members in enumerate(self.groups):
+            if not self.started[g]:
+                for i in members:
+                    if not tasks[i].always:
+                        self.skip(i, "playbook halted")
+
+    def release(self, i, reason=None):
+        """Task i ended: count it down for what waits for it.
+
+        Returns the tasks to skip, with why: those that need i and are no
+        failure handlers, if i failed, or was skipped (``reason``); in a
+        pipeline only that member and what streams from it are skipped.
+        """
         result = self.results[i]
+        if reason is None and result.status == FAILED:
+            reason = f"dependency '{result.name}' failed"
+        tasks, skips = self.playbook.tasks, []
         for g in self.dependents[i]:
-            if self.started[g] or self.halted:
-                continue                    # once halted, whatever did not start is skipped
-            if result.status == FAILED:
-                for m in self.groups[g]:
-                    self.skip(m, f"dependency '{result.name}' failed")
-            else:
-                self.waiting[g] -= 1
-                if not self.waiting[g]:
-                    self.ready.append(g)
+            if self.started[g]:
+                continue
+            if reason is not None:
+                skips += [(m, reason) for m in self.groups[g]
+                          if i in tasks[m].needs and not tasks[m].always]
+            self.waiting[g] -= 1
+            if not self.waiting[g]:
+                self.ready.append(g)        # take_ready passes it by if all of it is skipped
+        return skips
 
     def skip(self, i, reason):
-        """Skip a task that never started, and transitively what waits for it."""
-        self.started[self.group_of[i]] = True
-        result = self.results[i]
-        if result.status is not None:
-            return
-        result.status, result.reason = SKIPPED, reason
-        self.state.set_status(result.name, SKIPPED)
-        self.reporter.task_ended(self.playbook.tasks[i], result)
-        if not reason.startswith("dependency"):
-            reason = f"dependency '{result.name}' was skipped ({reason})"
-        for g in self.dependents[i]:
-            if not self.started[g]:
-                for m in self.groups[g]:
-                    self.skip(m, reason)
+        """Skip a task that never started, what streams from it, and what waits for it."""
+        todo = [(i, reason)]                # a loop, not recursion: chains can be long
+        while todo:
+            i, reason = todo.pop()
+            result = self.results[i]
+            if result.status is not None:
+                continue
+            result.status, result.reason = SKIPPED, reason
+            self.state.set_status(result.name, SKIPPED)
+            self.reporter.task_ended(self.playbook.tasks[i], result)
+            g = self.group_of[i]
+            if all(self.results[m].status is not None for m in self.groups[g]):
+                self.started[g] = True      # nothing of its pipeline is left to start
+            if not reason.startswith("dependency"):
+                reason = f"dependency '{result.name}' was skipped ({reason})"
+            todo += [(c, reason) for c in self.playbook.consumers[i]]
+            todo += self.release(i, reason)
 
     def cancel_running(self, reason, hard=False):
-        for ctx in list(self.running.values()):
-            ctx.cancel(reason, hard)
+        """Cancel the running tasks; failure handlers only if ``hard``."""
+        tasks = self.playbook.tasks
+        for i, ctx in list(self.running.items()):
+            if hard or not tasks[i].always:
+                ctx.cancel(reason, hard)
+
+    # -- how many calls run at once, and why a register is missing (no lock needed)
+
+    def limit_calls(self):
+        """Cap the module calls at once by the open-file limit, if the playbook could pass it."""
+        self.slots = self.cap = None
+        limit = None if self.dry_run else _open_file_limit()
+        if limit is None:
+            return
+        cap, soft = limit
+        widest = sorted((t.parallel for t in self.playbook.tasks), reverse=True)
+        if sum(widest[:self.concurrency]) > cap:
+            self.slots, self.cap = threading.Semaphore(cap), cap
+            self.concurrency = min(self.concurrency, cap)
+            self.log.warn(f"at most {cap} module calls run at once: the open-file limit "
+                          f"(ulimit -n {soft}) allows no more")
+
+    def slots_for(self, t):
+        """What a call of task t holds while it runs, if calls are capped.  Never for
+        a pipeline: its members wait for each other, so holding slots could deadlock."""
+        if self.slots is None or len(self.groups[self.group_of[t.index]]) > 1:
+            return None
+        return self.slots
+
+    def lanes(self, t):
+        """How many items of task t's loop run at once."""
+        return t.parallel if self.cap is None else min(t.parallel, self.cap)
+
+    def unregistered(self, t):
+        """Why a register key that task t reads is unset (its task registered nothing), or ''."""
+        delimiters, data = self.playbook.delimiters, self.state.data
+        for _, _, _, text in _strings([t.when, t.loop, t.params], "", None, None):
+            if delimiters[0] not in text:
+                continue
+            for path in sorted(compile_template(text, delimiters).variables):
+                key = path.split(".", 1)[0]
+                producer = self.registered_by.get(key)
+                if producer is not None and key not in data:
+                    r = self.results[producer.index]
+                    what = "was skipped" if r.status == SKIPPED else "failed"
+                    return (f"cannot read '{key}': task '{r.name}' {what} ({r.reason}), "
+                            "so it registered nothing")
+        return ""
 
 
 def _stop_streams(ctx, name, input, outputs):

@@ -213,14 +213,16 @@ def test_loop_runs_every_item_and_names_failures(run):
           - name: t
             type: fake
             loop: [ok1, bad1, ok2, bad2]
-            params: {fail: "<< if eq .item \\"bad1\\" \\"bad2\\" >>broken<< end >>"}
+            params:
+              fail: "<< if eq .item \\"bad1\\" \\"bad2\\" >>broken<< end >>"
+              result: "<< .item >>"
             register: out
     """)
     assert r.status("t") == "Failed"
     assert len([c for c in mockmods.calls if c[1] == "start"]) == 4
     reason = r.tasks["t"].reason
     assert reason.startswith("2 of 4 items failed: item 1 'bad1': broken; item 3 'bad2': broken")
-    assert "out" not in r.state
+    assert r.state["out"] == ["ok1", None, "ok2", None]       # what each item gave
 
 
 # -- retry
@@ -430,3 +432,334 @@ def test_unnamed_tasks_get_positional_keys(run):
           - {type: fake}
     """)
     assert list(r.tasks) == ["#1", "#2"]
+
+
+# -- the Python API and the log
+
+def test_load_playbook_path_or_text(tmp_path):
+    path = tmp_path / "p.yml"
+    path.write_text("name: from-file\ntasks: [{type: fake}]\n")
+    assert gxo.load_playbook(path).name == "from-file"              # os.PathLike: a path
+    assert gxo.load_playbook(str(path)).name == "from-file"         # one line: a path
+    assert gxo.load_playbook("{name: flow, tasks: [{type: fake}]}").name == "flow"
+    assert gxo.load_playbook("  {name: flow, tasks: [{type: fake}]}").file == "<playbook>"
+    assert gxo.load_playbook("name: lines\ntasks: [{type: fake}]\n").name == "lines"
+    with pytest.raises(gxo.PlaybookError, match="cannot read the playbook"):
+        gxo.load_playbook("name: x")                                # one line, no '{': a path
+
+
+def test_broken_log_stream_stops_logging_not_the_run(run):
+    class Closed:
+        writes = 0
+
+        def write(self, text):
+            Closed.writes += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+    r = gxo.run_playbook("name: x\ntasks:\n  - {name: a, type: fake}\n  - {name: b, type: fake, depends_on: [a]}\n",
+                         log_stream=Closed())
+    assert r.ok and r.tasks["b"].status == "Completed"
+    assert Closed.writes == 1
+
+# -- failure handlers (always: true)
+
+def test_always_handler_runs_after_a_halt_and_reads_the_failed_summary(run):
+    r = run("""
+        name: rollback
+        tasks:
+          - name: migrate
+            type: fake
+            params: {fail: "column exists", summary: {stderr: "column exists", exit_code: 3}}
+            register: mig
+          - {name: announce, type: fake, depends_on: [migrate]}
+          - name: rollback
+            type: fake
+            always: true
+            when: '<< eq ._gxo.tasks.migrate.status "Failed" >>'
+            params: {result: "undo after exit << .mig.exit_code >>: << .mig.stderr >>"}
+            register: undo
+          - {name: cleanup, type: fake, always: true, depends_on: [rollback]}
+          - {name: notify, type: fake, depends_on: [rollback]}
+    """)
+    assert r.result.exit_code == 1                  # the failure still counts
+    assert r.status("migrate") == "Failed"
+    assert r.state["mig"] == {"stderr": "column exists", "exit_code": 3}
+    assert r.status("announce") == "Skipped"
+    assert r.status("rollback") == "Completed"
+    assert r.state["undo"] == "undo after exit 3: column exists"
+    assert r.status("cleanup") == "Completed"
+    assert r.status("notify") == "Skipped" and r.tasks["notify"].reason == "playbook halted"
+    assert order() == ["migrate", "rollback", "cleanup"]
+
+
+def test_always_handler_when_decides_and_a_cleanup_always_runs(run):
+    r = run("""
+        name: fine
+        tasks:
+          - {name: migrate, type: fake}
+          - name: rollback
+            type: fake
+            always: true
+            when: '<< eq ._gxo.tasks.migrate.status "Failed" >>'
+          - {name: cleanup, type: fake, always: true, depends_on: [migrate, rollback]}
+    """)
+    assert r.ok, r.log
+    assert r.status("rollback") == "Skipped" and r.tasks["rollback"].reason == "'when' is false"
+    assert r.status("cleanup") == "Completed"
+
+
+def test_always_handler_after_skipped_and_ignored_dependencies(run):
+    r = run("""
+        name: ignored
+        tasks:
+          - {name: flaky, type: fake, ignore_errors: true, params: {fail: nope}}
+          - {name: uses, type: fake, depends_on: [flaky]}
+          - {name: report, type: fake, always: true, depends_on: [uses]}
+    """)
+    assert r.ok and r.result.exit_code == 0
+    assert r.status("uses") == "Skipped"
+    assert r.status("report") == "Completed"
+
+
+def test_failing_handler_counts_and_skips_its_dependents(run):
+    r = run("""
+        name: handler-fails
+        tasks:
+          - {name: flaky, type: fake, ignore_errors: true, params: {fail: nope}}
+          - {name: handler, type: fake, always: true, depends_on: [flaky], params: {fail: worse}}
+          - {name: after, type: fake, depends_on: [handler]}
+    """)
+    assert r.result.exit_code == 1
+    assert r.status("handler") == "Failed"
+    assert r.status("after") == "Skipped"
+
+
+def test_running_handler_is_not_cancelled_by_a_halt(run):
+    r = run("""
+        name: spared
+        tasks:
+          - {name: boom, type: fake, params: {fail: kaput, after: handler}}
+          - {name: later, type: fake, depends_on: [boom]}
+          - name: handler            # runs from the start; still running when boom halts
+            type: watch
+            always: true
+            params: {task: later, status: Skipped, result: finished}
+            register: h
+    """)
+    assert r.result.exit_code == 1
+    assert r.status("handler") == "Completed" and r.state["h"] == "finished"
+
+
+def test_module_that_returned_completes_though_a_halt_came(run):
+    # 'quick' returns only once the halt has cancelled it (later is skipped after the
+    # running tasks are cancelled): the same as a halt arriving as it returns.
+    r = run("""
+        name: same-instant
+        tasks:
+          - {name: boom, type: fake, params: {fail: kaput, after: quick}}
+          - {name: later, type: fake, depends_on: [boom]}
+          - name: quick
+            type: watch
+            params: {task: later, status: Skipped, result: done, ignore_cancel: true}
+            register: q
+    """)
+    assert r.result.exit_code == 1
+    assert r.status("quick") == "Completed" and r.state["q"] == "done"
+
+
+def test_second_stop_cancels_handlers_at_once(tmp_path):
+    import io
+    pb = gxo.load_playbook("""
+name: stop-twice
+tasks:
+  - {name: a, type: fake, params: {sleep: 30}}
+  - {name: handler, type: fake, always: true, depends_on: [a], params: {sleep: 30}}
+  - {name: after, type: fake, always: true, depends_on: [handler]}
+""")
+    log = io.StringIO()
+    engine = gxo.Engine(pb, logger=gxo.Logger("INFO", log))
+
+    def stop_when_started(name, reason):
+        while (name, "start") not in [(c[0], c[1]) for c in mockmods.calls]:
+            time.sleep(0.005)
+        engine.cancel(reason)
+
+    def stopper():
+        stop_when_started("a", "first stop")
+        stop_when_started("handler", "second stop")
+    threading.Thread(target=stopper, daemon=True).start()
+    begin = time.monotonic()
+    result = engine.run()
+    assert time.monotonic() - begin < 10
+    assert result.exit_code == 1
+    assert result.tasks["a"].status == "Failed"
+    assert result.tasks["handler"].status == "Failed"
+    assert "cancelled: first stop" in result.tasks["handler"].reason
+    assert result.tasks["after"].status == "Skipped"
+    text = log.getvalue()
+    assert "stopping: first stop (failure handlers still run: stop again to cancel them)" in text
+    assert "stopping at once: second stop" in text
+
+
+def test_always_must_be_a_boolean(load):
+    with pytest.raises(gxo.PlaybookError, match="always: expected true or false, got the string"):
+        load("name: x\ntasks: [{type: fake, always: 'yes'}]\n")
+
+
+# -- pipelines: a consumer's failed dependency skips only that consumer
+
+def test_consumer_with_failed_dependency_is_skipped_alone(run):
+    r = run("""
+        name: partial
+        tasks:
+          - {name: x, type: fake, ignore_errors: true, params: {fail: nope}}
+          - {name: p, type: emit, params: {count: 5}, register: emitted}
+          - {name: c1, type: sink, stream_input: p, depends_on: [x]}
+          - {name: c3, type: sink, stream_input: c1}
+          - {name: c2, type: sink, stream_input: p, register: got}
+          - {name: after_c1, type: fake, depends_on: [c1]}
+    """)
+    assert r.ok, r.log
+    assert r.status("p") == "Completed" and r.state["emitted"] == {"emitted": 5}
+    assert r.status("c2") == "Completed" and [x["n"] for x in r.state["got"]] == [0, 1, 2, 3, 4]
+    assert r.status("c1") == "Skipped" and r.tasks["c1"].reason == "dependency 'x' failed"
+    assert r.status("c3") == "Skipped" and r.status("after_c1") == "Skipped"
+    assert "not delivered" not in r.log
+
+
+def test_producer_with_failed_dependency_skips_its_pipeline(run):
+    r = run("""
+        name: producer-skipped
+        tasks:
+          - {name: x, type: fake, ignore_errors: true, params: {fail: nope}}
+          - {name: p, type: emit, params: {count: 5}, depends_on: [x]}
+          - {name: c, type: sink, stream_input: p}
+    """)
+    assert r.ok, r.log
+    assert r.status("p") == "Skipped" and r.status("c") == "Skipped"
+    assert r.tasks["c"].reason == "dependency 'x' failed"
+
+
+# -- readable failures
+
+def test_retry_and_item_messages_name_the_item(run):
+    r = run("""
+        name: items
+        tasks:
+          - name: t
+            type: fake
+            loop: [alpha]
+            retry: {attempts: 2, delay: 1ms}
+            params: {fail_times: 5}
+    """)
+    assert "item 0 'alpha': attempt 1 of 2 failed: flaky failure 1; retrying in 1ms" in r.log
+    assert "item 0 'alpha' failed: flaky failure 2" in r.log
+    assert r.tasks["t"].reason == "1 of 1 items failed: item 0 'alpha': flaky failure 2"
+
+
+def test_reading_a_skipped_tasks_register_names_it(run):
+    r = run("""
+        name: skipped-register
+        vars: {build: false}
+        tasks:
+          - {name: build, type: fake, when: "<< .build >>", params: {result: {path: a.tgz}}, register: artifact}
+          - {name: upload, type: fake, params: {result: "<< .artifact.path >>"}}
+          - {name: check, type: fake, when: "<< .artifact.path >>"}
+    """)
+    assert r.result.exit_code == 1
+    assert r.status("upload") == "Failed"
+    assert r.tasks["upload"].reason.startswith(
+        "cannot read 'artifact': task 'build' was skipped ('when' is false), so it registered nothing")
+    assert r.status("check") == "Skipped"           # an error in 'when' skips, and says why
+    assert "task 'build' was skipped ('when' is false)" in r.tasks["check"].reason
+
+
+def test_handler_reading_a_failed_tasks_missing_register(run):
+    r = run("""
+        name: nothing-registered
+        tasks:
+          - {name: migrate, type: fake, params: {fail: gone}, register: mig}
+          - {name: report, type: fake, always: true, params: {result: "<< .mig.stderr >>"}}
+    """)
+    assert r.status("report") == "Failed"
+    assert r.tasks["report"].reason.startswith(
+        "cannot read 'mig': task 'migrate' failed (gone), so it registered nothing")
+
+
+# -- statuses, logs and memory
+
+def test_no_task_starts_after_the_halt(run):
+    fan = "\n".join(f"  - {{name: s{i}, type: fake, depends_on: [root]}}" for i in range(30))
+    r = run("name: fan\ntasks:\n  - {name: root, type: fake}\n"
+            "  - {name: boom, type: fake, depends_on: [root], params: {fail: kaput}}\n" + fan,
+            concurrency=40)
+    lines = r.log.splitlines()
+    halt = next(i for i, line in enumerate(lines) if "halting the playbook" in line)
+    assert not [line for line in lines[halt:] if line.endswith("] started")]
+
+
+def test_loop_without_register_keeps_no_summaries(run):
+    """Each item's summary is freed once the next item runs (nothing per item is kept)."""
+    r = run("""
+        name: flat
+        tasks:
+          - {name: t, type: tracked, loop: [1, 2, 3, 4, 5, 6, 7, 8]}
+          - {name: kept, type: tracked, loop: [1, 2, 3], register: out}
+    """)
+    assert r.ok, r.log
+    assert mockmods.alive_at_call["t"] == [0] * 8
+    assert mockmods.alive_at_call["kept"] == [0, 1, 2]
+    assert r.tasks["t"].summary is None and len(r.state["out"]) == 3
+
+
+def test_loop_names_the_first_three_failed_items_in_order(run):
+    r = run("""
+        name: many-failures
+        tasks:
+          - name: t
+            type: fake
+            loop: [a, b, c, d, e]
+            loop_control: {parallel: 5}
+            params: {fail: "<< .item >> broke"}
+    """)
+    assert r.tasks["t"].reason == ("5 of 5 items failed: item 0 'a': a broke; item 1 'b': b broke; "
+                                   "item 2 'c': c broke; and 2 more")
+
+
+def test_cancelled_loop_stops_before_the_next_item(run):
+    r = run("""
+        name: cancelled-loop
+        tasks:
+          - {name: t, type: fake, timeout: 100ms, loop: [1, 2, 3], params: {sleep: 30}}
+    """)
+    assert r.status("t") == "Failed" and r.tasks["t"].reason == "timed out after 100ms"
+    assert order() == ["t"]
+
+
+def test_calls_at_once_are_capped_by_the_open_file_limit(run, monkeypatch):
+    monkeypatch.setattr(gxo, "_open_file_limit", lambda: (2, 40))
+    r = run("""
+        name: capped
+        tasks:
+          - {name: wide, type: fake, loop: [1, 2, 3, 4, 5, 6], loop_control: {parallel: 6}, params: {sleep: 0.05}}
+          - {name: other, type: fake, params: {sleep: 0.05}}
+    """)
+    assert r.ok
+    assert overlap() <= 2
+    assert r.log.count("at most 2 module calls run at once: the open-file limit (ulimit -n 40)") == 1
+
+
+def test_a_long_chain_behind_a_failure_is_skipped(tmp_path):
+    """Skipping 3,000 tasks in a row takes no recursion (it overflowed the stack)."""
+    import io
+    chain = "".join(f"  - {{name: t{i}, type: fake, depends_on: [t{i - 1}]}}\n" for i in range(1, 3000))
+    pb = gxo.load_playbook("name: chain\ntasks:\n"
+                           "  - {name: t0, type: fake, ignore_errors: true, params: {fail: x}}\n" + chain)
+    results = []
+    runner = threading.Thread(target=lambda: results.append(
+        gxo.Engine(pb, logger=gxo.Logger("INFO", io.StringIO())).run()), daemon=True)
+    runner.start()
+    runner.join(60)
+    assert results, "the run never ended"
+    assert results[0].counts() == {"Completed": 0, "Failed": 1, "Skipped": 2999}
+    assert results[0].tasks["t2999"].reason == "dependency 't0' failed"

@@ -89,12 +89,14 @@ def test_yaml_errors(load, text, message):
     ("name: x\ntasks: [{type: fake, loop: 5}]\n", "loop: expected a list, a mapping or a template"),
     ("name: x\ntasks: [{name: a, type: fake}, {name: a, type: fake}]\n",
      "task 'a' (#2): name: duplicate task name 'a' (also task 'a' (#1))"),
-    ("name: x\ntasks: [{type: fake, register: r}, {type: fake, register: r}]\n",
-     "register key 'r' is already used by task #1"),
+    ("name: x\ntasks: [{name: a, type: fake, register: r}, {name: b, type: fake, register: r}]\n",
+     "register key 'r' is already used by task 'a' (#1)"),
     ("name: x\ntasks: [{type: fake, register: my-out}]\n", "'my-out' is not a usable variable name"),
     ("name: x\ntasks: [{type: fake, register: _gxo}]\n", "'_gxo' is reserved"),
-    ("name: x\nvars: {r: 1}\ntasks: [{type: fake, register: r}]\n",
+    ("name: x\nvars: {r: 1}\ntasks: [{name: a, type: fake, register: r}]\n",
      "register key 'r' is also a playbook variable"),
+    ("name: x\ntasks: [{type: fake, register: r}]\n",
+     "2:32: task #1: register: a task with 'register' needs a 'name'"),
     ("name: x\ntasks: [{name: a, type: fake, depends_on: [b]}]\n", "depends_on: no task named 'b'"),
     ("name: x\ntasks: [{name: a, type: fake, stream_input: a}]\n", "a task cannot stream from itself"),
     ("name: x\ntasks: [{name: a, type: fake}, {type: fake, stream_input: aa}]\n",
@@ -200,7 +202,7 @@ def test_vars_render_in_order_with_cli_vars(load):
     ("{my-var: 1}", "vars.my-var: 'my-var' is not a usable variable name"),
 ])
 def test_var_errors(load, vars, message):
-    assert message in error(load, f"name: x\nvars: {vars}\ntasks: [{{type: fake, register: out}}]\n")
+    assert message in error(load, f"name: x\nvars: {vars}\ntasks: [{{name: a, type: fake, register: out}}]\n")
 
 
 def test_bad_cli_var_name(load):
@@ -254,7 +256,7 @@ def test_playbook_dir_in_vars_and_tasks(load, run, tmp_path):
     text = """
         name: x
         vars: {data: "<< ._gxo.playbook_dir >>/data"}
-        tasks: [{type: fake, params: {result: "<< ._gxo.playbook_dir >>"}, register: out}]
+        tasks: [{name: a, type: fake, params: {result: "<< ._gxo.playbook_dir >>"}, register: out}]
     """
     assert load(text).vars["data"] == f"{tmp_path}/data"
     assert run(text).state["out"] == str(tmp_path)
@@ -312,7 +314,7 @@ def test_override_names(load):
 def test_var_file_can_be_empty_or_a_registered_name_clashes(load, tmp_path):
     (tmp_path / "empty.yml").write_text("")
     (tmp_path / "clash.yml").write_text("out: 1\n")
-    text = ("name: x\ntasks: [{type: fake, register: out}, "
+    text = ("name: x\ntasks: [{name: a, type: fake, register: out}, "
             "{type: fake, params: {result: '<< .out >>'}}]\n")
     assert load(text, var_files=[tmp_path / "empty.yml"]).vars == {}
     with pytest.raises(gxo.PlaybookError, match="register key 'out' is also a playbook variable"):

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -32,7 +33,8 @@ def recap(stderr):
 def test_every_playbook_is_covered():
     assert {p.name for p in PLAYBOOKS} == {
         "build-test-deploy.yml", "parallel-disk-usage.yml", "retry-flaky-service.yml",
-        "conditional-steps.yml", "cleanup-after-failure.yml", "stream-logs.yml"}
+        "conditional-steps.yml", "cleanup-after-failure.yml", "stream-logs.yml",
+        "rollback-on-failure.yml"}
 
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS, ids=lambda p: p.stem)
@@ -87,6 +89,24 @@ def test_cleanup_after_failure(tmp_path):
                                "fetch_mirrors": "Failed", "use_mirrors": "Skipped",
                                "cleanup": "Completed", "report": "Completed"}
     assert "[report] cached 3 packages; scratch space removed" in r.stderr
+
+
+@pytest.mark.parametrize("args, code, statuses", [
+    ((), 1, {"migrate": "Failed", "announce": "Skipped", "rollback": "Completed",
+             "rolled_back": "Completed"}),
+    (("-var", "simulate_failure=no"), 0, {"migrate": "Completed", "announce": "Completed",
+                                          "rollback": "Skipped", "rolled_back": "Skipped"}),
+])
+def test_rollback_on_failure(tmp_path, args, code, statuses):
+    r = subprocess.run([sys.executable, str(ROOT / "gxo.py"), "-playbook",
+                        str(ROOT / "playbooks" / "rollback-on-failure.yml"), *args],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert r.returncode == code, r.stderr
+    assert recap(r.stderr) == {"workspace": "Completed", "install": "Completed",
+                               "switch": "Completed", "cleanup": "Completed", **statuses}
+    assert ("[rolled_back] migration failed: release 1.0.0 is live again" in r.stderr) == bool(code)
+    assert not list(tmp_path.glob("gxo-rollback.*"))          # the cleanup ran either way
 
 
 def test_stream_logs(tmp_path):

@@ -311,7 +311,7 @@ def test_colored_lines_and_recap():
     engine = gxo.Engine(gxo.load_playbook(LOOP), logger=log)
     assert engine.run().exit_code == 1
     text = out.getvalue()
-    assert "\x1b[33mWARN\x1b[0m  [push] attempt 1 of 2 failed" in text
+    assert "\x1b[33mWARN\x1b[0m  [push] item 1 'web2': attempt 1 of 2 failed" in text
     assert "\x1b[1;31mERROR\x1b[0m [push] \x1b[31mFailed\x1b[0m in " in text
     assert "INFO  [build] \x1b[32mCompleted\x1b[0m in " in text
     assert "  notify  \x1b[36mSkipped\x1b[0m          -  playbook halted" in text
