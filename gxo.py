@@ -2835,16 +2835,19 @@ class Params:
     Each getter checks one param and raises ParamError naming it;
     ``finish`` rejects the params no getter asked for.  Before the run the
     params are raw: a value that is still a template passes any check.
+    ``raw`` are the params as written, to tell what a template made (a
+    rendered list is text to a text param) from what was written as is.
     """
 
-    def __init__(self, params, static=False, delimiters=_DEFAULT_DELIMITERS):
+    def __init__(self, params, static=False, delimiters=_DEFAULT_DELIMITERS, raw=None):
         self._params, self._static, self._left = params, static, delimiters[0]
+        self._raw = params if static else raw
         self._seen = []
 
-    def _get(self, name, required):
+    def _get(self, name, required, text=False):
         self._seen.append(name)
         value = self._params.get(name)
-        if value is None:
+        if value is None and not (text and self._rendered(name)):
             if required:
                 typo = _suggest(name, [k for k in self._params if k != name])
                 raise ParamError(name, "is required" + typo.replace("did you mean", "is", 1)
@@ -2856,12 +2859,37 @@ class Params:
         """True for a template left for later (params are checked before rendering too)."""
         return self._static and isinstance(value, str) and self._left in value
 
+    def _rendered(self, path):
+        """Whether the value at path ('args[0]') came out of a template."""
+        raw = self._raw
+        for key in _path_parts(path):
+            try:
+                raw = raw[key]
+            except (KeyError, IndexError, TypeError):
+                return False
+            if isinstance(raw, str):
+                return self._left in raw
+        return False
+
+    def text(self, path, value):
+        """The text of the value at path ('args[0]', 'environment.HOME'): what a
+        template prints for it (true, 1e+06, JSON, empty for null), the same
+        whether a template made it or it was written as a number or a bool.
+        A list, mapping or null written as is is refused: it is a mistake."""
+        if type(value) is str:
+            return value
+        if (value is None or isinstance(value, (list, tuple, Mapping))) \
+                and not self._rendered(path):
+            raise ParamError(path, f"expected a string, got {_describe(value)}")
+        return format_value(value)
+
     def str(self, name, default=None, required=False, choices=None):
-        """A string; numbers are read as their text."""
-        value = self._get(name, required)
+        """Text (see ``text``): a rendered or written number, bool, list or
+        map is the text a template prints for it; a rendered null is ''."""
+        value = self._get(name, required, text=True)
         if value is _MISSING or self.unrendered(value):
             return default if value is _MISSING else value
-        value = _as_text(name, value)
+        value = self.text(name, value)
         if choices and value not in choices:
             raise ParamError(name, f"expected one of {', '.join(choices)}, got {value!r}"
                              + _suggest(value, choices))
@@ -2892,14 +2920,14 @@ class Params:
         return value
 
     def list_of_str(self, name, default=(), required=False):
-        """A list of strings (numbers are read as their text)."""
+        """A list of texts (each item as ``text`` reads it)."""
         value = self._get(name, required)
         if value is _MISSING or self.unrendered(value):
             return list(default) if value is _MISSING else value
         if not isinstance(value, (list, tuple)):
             hint = " (write a YAML list: [a, b])" if isinstance(value, str) else ""
             raise ParamError(name, f"expected a list of strings, got {_describe(value)}{hint}")
-        return [v if self.unrendered(v) else _as_text(f"{name}[{i}]", v)
+        return [v if self.unrendered(v) else self.text(f"{name}[{i}]", v)
                 for i, v in enumerate(value)]
 
     def list(self, name, default=None, required=False):
@@ -2937,14 +2965,6 @@ class Params:
                 raise ParamError(name, "unknown param" + _suggest(name, self._seen)
                                  + (f"; expected one of: {', '.join(self._seen)}" if self._seen
                                     else "; this module takes no params"))
-
-
-def _as_text(name, value):
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ParamError(name, f"expected a string, got {_describe(value)}")
 
 
 # ---------------------------------------------------------------- logging
@@ -3213,7 +3233,7 @@ class _Runner:
         module = t.module()
         parse = getattr(module, "parse_params", None)
         if parse is not None:
-            reader = Params(params, delimiters=self.engine.playbook.delimiters)
+            reader = Params(params, delimiters=self.engine.playbook.delimiters, raw=t.params)
             params = parse(reader)
             reader.finish()
         state = self.engine.state.reader

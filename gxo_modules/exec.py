@@ -112,21 +112,16 @@ def _environment(p):
         for i, item in enumerate(value):
             if p.unrendered(item):
                 continue
-            if not isinstance(item, str) or "=" not in item or item.startswith("="):
+            item = p.text(f"environment[{i}]", item)
+            if "=" not in item or item.startswith("="):
                 raise gxo.ParamError(f"environment[{i}]", f"expected KEY=value, got {item!r}")
             key, _, val = item.partition("=")
             env[key] = val
         return env
     if isinstance(value, dict):
-        env = {}
-        for key, val in value.items():
-            if isinstance(val, bool):
-                val = "true" if val else "false"
-            if not isinstance(val, (str, int, float)):
-                raise gxo.ParamError(f"environment.{key}",
-                                     f"expected a string, got {type(val).__name__}")
-            env[str(key)] = str(val)
-        return env
+        # Values are text as a template prints it: DEBUG: "<< .debug >>" is "true".
+        return {gxo.format_value(key): p.text(f"environment.{key}", val)
+                for key, val in value.items()}
     raise gxo.ParamError("environment", "expected a list of KEY=value or a mapping")
 
 
