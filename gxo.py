@@ -697,8 +697,7 @@ class _Loader:
                 # A raw param is rendered by its module with a record on top of
                 # state: a name that is not in state may be a record's field.
                 per_record = field == "params" and _path_parts(path)[1] in raw_keys
-                for var in sorted(compile_template(text, self.delimiters).variables):
-                    parts = var.split(".")
+                for parts in sorted(compile_template(text, self.delimiters).paths):
                     if parts[0] == "_gxo":
                         self.check_status_path(t, parts, container, key, path)
                         continue
@@ -2280,7 +2279,8 @@ class _TplCompiler:
 # -- templates: API
 
 def _tpl_root_paths(nodes):
-    """The field paths a template reads from the data root (see template_variables).
+    """The field paths a template reads from the data root (see template_variables),
+    as tuples of keys: index ._gxo.tasks "a.b" gives ('_gxo', 'tasks', 'a.b').
 
     Walks the tree tracking what dot and each variable slot stand for: a path
     from the root, or None once they are rebound to something else (a range
@@ -2338,7 +2338,7 @@ def _tpl_root_paths(nodes):
                 walk(n.else_body, dot)
 
     walk(nodes, ())
-    return frozenset(".".join(p) for p in found if p)
+    return frozenset(p for p in found if p)
 
 
 def _tpl_unexpected(e):
@@ -2351,16 +2351,17 @@ def _tpl_unexpected(e):
 
 class _TplTemplate:
     """A parsed template: render(data) -> str, resolve(data) -> value, and
-    variables, the root paths it reads."""
+    variables, the root paths it reads ('a.b'; paths has them as tuples)."""
 
-    __slots__ = ("text", "variables", "_run", "_value", "_unset")
+    __slots__ = ("text", "variables", "paths", "_run", "_value", "_unset")
 
     def __init__(self, text, left, right):
         parser = _TplParser(text, left, right)
         nodes = parser.parse()
         compiler = _TplCompiler(text)
         self.text = text
-        self.variables = _tpl_root_paths(nodes)
+        self.paths = _tpl_root_paths(nodes)
+        self.variables = frozenset(".".join(p) for p in self.paths)
         self._run = compiler.block(nodes)
         self._unset = [_TPL_UNSET] * (parser.slots - 1)
         # A template that is one action (blanks around it aside) resolves to the value.

@@ -125,6 +125,15 @@ def test_template_variables(text, paths):
     assert gxo.compile_template(text).variables == frozenset(paths)
 
 
+def test_index_with_string_keys_is_a_path():
+    text = '<< index ._gxo.tasks "a.b" "status" >><< (index .m "x.y").z >><< index .l 0 >>'
+    assert gxo.compile_template(text).paths == {
+        ("_gxo", "tasks"), ("_gxo", "tasks", "a.b", "status"),
+        ("m",), ("m", "x.y"), ("m", "x.y", "z"), ("l",)}
+    assert gxo.template_variables(text) == {
+        "_gxo.tasks", "_gxo.tasks.a.b.status", "m", "m.x.y", "m.x.y.z", "l"}
+
+
 # ---------------------------------------------------------------- delimiters, data
 
 def test_other_delimiters():

@@ -1,4 +1,5 @@
-"""Text params take the text a template prints (DESIGN.md sections 4, 16)."""
+"""Text params take the text a template prints; status edges through index
+(DESIGN.md sections 4, 16)."""
 
 import pytest
 
@@ -152,3 +153,39 @@ def test_cli_prints_typed_values_as_go_does(cli):
     assert '[show] echo said: true ["a","b"] 1e+06 v1e+06\n' in r.stderr
     assert '[hosts] ["a","b"]\n' in r.stderr
     assert "[g] 1e+06|v1e+06\n" in r.stderr
+
+
+# ---------------------------------------------------------------- index ._gxo.tasks "a.b"
+
+DOTTED = """
+    name: dotted
+    tasks:
+      - {name: a.b, type: fake, params: {sleep: 0.2}}     # a reader without the edge would not wait
+      - name: after
+        type: log
+        register: said
+        when: '<< eq (index ._gxo.tasks "a.b" "status") "Completed" >>'
+        params: {message: '<< index ._gxo.tasks "a.b" "status" >>/<< (index ._gxo.tasks "a.b").status >>'}
+"""
+
+
+def test_index_of_a_task_status_is_a_status_edge(load, run):
+    assert load(DOTTED).tasks[1].needs == {0}
+    r = run(DOTTED)
+    assert r.status("after") == "Completed" and r.state["said"] == "Completed/Completed"
+
+
+@pytest.mark.parametrize("ref, message", [
+    ('index ._gxo.tasks "a.c" "status"', "_gxo.tasks: no task named 'a.c' (did you mean 'a.b'?)"),
+    ('index ._gxo.tasks "a.b" "stat"', "_gxo.tasks.a.b has only 'status', not 'stat'"),
+    ('index ._gxo "task"', "'_gxo.task' does not exist; there are _gxo.tasks.NAME.status"),
+])
+def test_index_of_an_unknown_task_is_a_load_error(cli, ref, message):
+    r = cli(playbook=f"""
+        name: dotted
+        tasks:
+          - {{name: a.b, type: log, params: {{message: hi}}}}
+          - {{name: after, type: log, params: {{message: '<< {ref} >>'}}}}
+    """)
+    assert r.returncode == 2
+    assert f"playbook.yml:5:48: task 'after' (#2): params.message: {message}" in r.stderr
