@@ -363,6 +363,7 @@ class Playbook:
     def __init__(self, name, file, tasks, vars, delimiters, dir):
         self.name, self.file, self.tasks, self.dir = name, file, tasks, dir
         self.vars, self.delimiters = vars, delimiters
+        self.warnings = []          # load-time notes ('file:line:col: ...'), logged by Engine.run
         by_key = {t.key: t for t in tasks}
         self.consumers = {t.index: [] for t in tasks}
         for t in tasks:
@@ -376,6 +377,7 @@ _TASK_KEYS = ("name", "type", "params", "register", "stream_input", "ignore_erro
               "when", "loop", "loop_control", "retry", "depends_on", "timeout")
 _LOOP_KEYS = ("parallel", "loop_var", "index_var")
 _RETRY_KEYS = ("attempts", "delay", "on_error")
+_OTHER_SYNTAX = re.compile(r"\{\{-?\s*[.$A-Za-z_][^{}]*\}\}")     # {{ .x }}, {{ x }}
 
 
 def load_playbook(source, vars=None, *, modules_dirs=()):
@@ -413,6 +415,7 @@ class _Loader:
         self.playbook_dir = (os.path.dirname(os.path.abspath(doc.file)) if doc.file != "<playbook>"
                              else os.getcwd())
         self.registry = _ModuleFinder(modules_dirs)
+        self.warnings = []
 
     def fail(self, container, key, message, task=None, field=None, at_key=False):
         node = (self.doc.key_node(container, key) if at_key
@@ -456,6 +459,7 @@ class _Loader:
         for t in tasks:
             self.check_templates(t, set(vars) | {"_gxo"})
         playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters, self.playbook_dir)
+        playbook.warnings.extend(str(w) for w in sorted(self.warnings, key=lambda w: w.line or 0))
         cycle = _find_cycle(tasks, playbook.pipelines)
         if cycle:
             message, i = cycle
@@ -580,6 +584,7 @@ class _Loader:
         d = self.delimiters
         for field in ("when", "loop", "params"):
             for path, container, key, text in _strings(raw.get(field), field, raw, field):
+                self.other_syntax(container, key, text, t, path)
                 if d[0] in text:
                     try:
                         compile_template(text, d)
@@ -598,6 +603,17 @@ class _Loader:
                 container, key = _walk(raw, ["params"] + _path_parts(e.param or ""))
                 raise self.fail(container, key, e.message, t,
                                 f"params.{e.param}" if e.param else "params") from None
+
+    def other_syntax(self, container, key, text, t, field):
+        """Warn of text like {{ .x }} under other delimiters: likely a template
+        that will not render (but it may be meant for helm, so not an error)."""
+        m = "{{" in text and self.delimiters[0] != "{{" and _OTHER_SYNTAX.search(text)
+        if m:
+            left, right = self.delimiters
+            self.warnings.append(self.fail(
+                container, key, f"'{m.group()}' is passed on as text, not rendered: templates "
+                f"here are {left} .x {right}; for {{{{ }}}} templates set templating: "
+                f'{{delimiters: ["{{{{", "}}}}"]}}', t, field))
 
     # -- the playbook as a whole
 
@@ -659,6 +675,8 @@ class _Loader:
                                 field=f"vars.{name}", at_key=True)
             if name in self.cli_vars:
                 continue
+            for path, container, key, text in _strings(value, f"vars.{name}", raw_vars, name):
+                self.other_syntax(container, key, text, None, path)
             try:
                 compiled = _compile_value(value, self.delimiters)
                 for path in compiled.variables:
@@ -3590,6 +3608,8 @@ class Engine:
         self.halted, self.exit_code, stops = None, 0, 0
         start = time.monotonic()
         log.info(f"playbook '{pb.name}': {len(tasks)} tasks" + (" (dry run)" if self.dry_run else ""))
+        for warning in pb.warnings:
+            log.warn(warning)
         with self._lock:
             jobs = self.take_ready()
         for job in jobs:

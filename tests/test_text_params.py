@@ -1,5 +1,5 @@
-"""Text params take the text a template prints; status edges through index
-(DESIGN.md sections 4, 16)."""
+"""Text params take the text a template prints; status edges through index;
+the load-time warning for {{ }} text under << >> (DESIGN.md sections 3, 4, 16)."""
 
 import pytest
 
@@ -189,3 +189,55 @@ def test_index_of_an_unknown_task_is_a_load_error(cli, ref, message):
     """)
     assert r.returncode == 2
     assert f"playbook.yml:5:48: task 'after' (#2): params.message: {message}" in r.stderr
+
+
+# ---------------------------------------------------------------- {{ }} under << >>
+
+OTHER = """
+    name: helm
+    vars: {chart: "{{ .Values.chart }}"}
+    tasks:
+      - name: t
+        type: exec
+        register: out
+        params:
+          command: echo
+          args: ["--set", "image={{ .Values.image }}", '{"a": {"b": 1}}', "{{}}", "{{ 1 }}"]
+      - {type: log, when: "{{ x }}", params: {message: "<< .chart >>"}}
+"""
+FIX = 'for {{ }} templates set templating: {delimiters: ["{{", "}}"]}'
+
+
+def test_other_template_syntax_warns_at_load(load):
+    warnings = load(OTHER).warnings
+    assert [w.split("playbook.yml", 1)[1] for w in warnings] == [
+        f":3:15: vars.chart: '{{{{ .Values.chart }}}}' is passed on as text, not rendered: "
+        f"templates here are << .x >>; {FIX}",
+        f":10:23: task 't' (#1): params.args[1]: '{{{{ .Values.image }}}}' is passed on as text, "
+        f"not rendered: templates here are << .x >>; {FIX}",
+        f":11:23: task #2: when: '{{{{ x }}}}' is passed on as text, not rendered: templates "
+        f"here are << .x >>; {FIX}"]
+
+
+def test_other_template_syntax_warning_through_the_cli(cli):
+    r = cli(playbook=OTHER)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count(" WARN ") == 3
+    assert "playbook.yml:10:23: task 't' (#1): params.args[1]: '{{ .Values.image }}' is " \
+           "passed on as text" in r.stderr
+    # The warning comes before any task starts; the text is passed on as written.
+    assert r.stderr.index(" WARN ") < r.stderr.index("[t] started")
+    assert "[#2] {{ .Values.chart }}" in r.stderr
+
+
+def test_no_warning_with_go_delimiters_or_without_such_text(load):
+    assert load("""
+        name: go
+        templating: {delimiters: ["{{", "}}"]}
+        vars: {x: 1}
+        tasks: [{type: log, when: "{{ .x }}", params: {message: '{{ .x }} << .x >>'}}]
+    """).warnings == []
+    assert load("""
+        name: plain
+        tasks: [{type: log, params: {message: '{"a": {"b": 1}} {{}} {{ 1 }} << "{{" >>'}}]
+    """).warnings == []
