@@ -28,7 +28,8 @@ TYPED = """
     (7, "7"),
 ])
 def test_log_message_is_the_text_a_template_prints(run, message, text):
-    r = run(TYPED + f"      - {{name: t, type: log, register: out, params: {{message: {message!r}}}}}\n")
+    task = f"      - {{name: t, type: log, register: out, params: {{message: {message!r}}}}}\n"
+    r = run(TYPED + task)
     assert r.status("t") == "Completed", r.tasks["t"].reason
     assert r.state["out"] == text
 
@@ -68,7 +69,9 @@ def test_native_values_still_reach_params_that_take_them(run):
             type: fake
             register: out
             loop: "<< .hosts >>"
-            params: {result: {h: "<< .item >>", n: "<< .n >>", on: "<< .on >>"}, fail_times: "<< .zero >>"}
+            params:
+              result: {h: "<< .item >>", n: "<< .n >>", on: "<< .on >>"}
+              fail_times: "<< .zero >>"
     """)
     assert r.state["out"] == [{"h": "a", "n": 2, "on": True}, {"h": "b", "n": 2, "on": True}]
 
