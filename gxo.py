@@ -429,6 +429,7 @@ class Playbook:
     def __init__(self, name, file, tasks, vars, delimiters, dir):
         self.name, self.file, self.tasks, self.dir = name, file, tasks, dir
         self.vars, self.delimiters = vars, delimiters
+        self.warnings = []          # load-time notes ('file:line:col: ...'), logged by Engine.run
         by_key = {t.key: t for t in tasks}
         self.consumers = {t.index: [] for t in tasks}
         for t in tasks:
@@ -443,6 +444,7 @@ _TASK_KEYS = ("name", "type", "params", "register", "stream_input", "ignore_erro
               "no_log")
 _LOOP_KEYS = ("parallel", "loop_var", "index_var")
 _RETRY_KEYS = ("attempts", "delay", "on_error")
+_OTHER_SYNTAX = re.compile(r"\{\{-?\s*[.$A-Za-z_][^{}]*\}\}")     # {{ .x }}, {{ x }}
 
 
 def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
@@ -491,6 +493,7 @@ class _Loader:
         self.registry = _ModuleFinder(modules_dirs)
         self.var_files = [d for d in map(_var_file, var_files) if d is not None]
         self.read = set()           # root names that templates read
+        self.warnings = []
 
     def fail(self, container, key, message, task=None, field=None, at_key=False):
         node = (self.doc.key_node(container, key) if at_key
@@ -539,6 +542,7 @@ class _Loader:
             self.check_templates(t, set(vars) | {"_gxo"})
         self.check_override_names(raw_vars)
         playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters, self.playbook_dir)
+        playbook.warnings.extend(str(w) for w in sorted(self.warnings, key=lambda w: w.line or 0))
         cycle = _find_cycle(tasks, playbook.pipelines)
         if cycle:
             message, i = cycle
@@ -666,6 +670,7 @@ class _Loader:
         d = self.delimiters
         for field in ("when", "loop", "params"):
             for path, container, key, text in _strings(raw.get(field), field, raw, field):
+                self.other_syntax(container, key, text, t, path)
                 if d[0] in text:
                     try:
                         compile_template(text, d)
@@ -684,6 +689,17 @@ class _Loader:
                 container, key = _walk(raw, ["params"] + _path_parts(e.param or ""))
                 raise self.fail(container, key, e.message, t,
                                 f"params.{e.param}" if e.param else "params") from None
+
+    def other_syntax(self, container, key, text, t, field):
+        """Warn of text like {{ .x }} under other delimiters: likely a template
+        that will not render (but it may be meant for helm, so not an error)."""
+        m = "{{" in text and self.delimiters[0] != "{{" and _OTHER_SYNTAX.search(text)
+        if m:
+            left, right = self.delimiters
+            self.warnings.append(self.fail(
+                container, key, f"'{m.group()}' is passed on as text, not rendered: templates "
+                f"here are {left} .x {right}; for {{{{ }}}} templates set templating: "
+                f'{{delimiters: ["{{{{", "}}}}"]}}', t, field))
 
     # -- the playbook as a whole
 
@@ -753,6 +769,8 @@ class _Loader:
                                 field=f"vars.{name}", at_key=True)
             if name in known:
                 continue
+            for path, container, key, text in _strings(value, f"vars.{name}", raw_vars, name):
+                self.other_syntax(container, key, text, None, path)
             try:
                 compiled = _compile_value(value, self.delimiters)
                 for path in compiled.variables:
@@ -830,8 +848,7 @@ class _Loader:
                 # A raw param is rendered by its module with a record on top of
                 # state: a name that is not in state may be a record's field.
                 per_record = field == "params" and _path_parts(path)[1] in raw_keys
-                for var in sorted(compile_template(text, self.delimiters).variables):
-                    parts = var.split(".")
+                for parts in sorted(compile_template(text, self.delimiters).paths):
                     self.read.add(parts[0])
                     if parts[0] == "_gxo":
                         self.check_status_path(t, parts, container, key, path)
@@ -1251,13 +1268,21 @@ def _tpl_number(src):
         code = ord(char)
         return code - 0xDC00 if 0xDC80 <= code <= 0xDCFF else code
     body = src.lstrip("+-").lower()
-    if body.startswith("0x"):
-        return float.fromhex(src.replace("_", "")) if "p" in body else int(src, 0)
-    if "." in body or "e" in body:
-        return float(src)
-    if len(body) > 1 and body[0] == "0" and body[1] not in "ob":
-        return int(src[:len(src) - len(body)] + "0o" + body[1:], 0)
-    return int(src, 0)
+    hexa = body.startswith("0x")
+    if ("p" in body) if hexa else ("." in body or "e" in body):
+        f = float.fromhex(src.replace("_", "")) if hexa else float(src)
+        if math.isinf(f):
+            raise ValueError(f"float overflow: {src}")      # Go: out of range
+        return f
+    if len(body) > 1 and body[0] == "0" and body[1] not in "obx":
+        n = int(src[:len(src) - len(body)] + "0o" + body[1:], 0)
+    else:
+        n = int(src, 0)
+    # Go parses an int beyond uint64 (or below int64) as an error, and
+    # rejects one beyond int64 when it runs (see _TplCompiler.arg).
+    if not -1 << 63 <= n < 1 << 64 or (n >= 1 << 63 and src[0] in "+-"):
+        raise ValueError(f"integer overflow: {src}")
+    return n
 
 
 # -- templates: nodes
@@ -1583,8 +1608,9 @@ class _TplParser:
                 return _LiteralNode(pos, _tpl_unquote(src), src)
             if typ in ("number", "char"):
                 return _LiteralNode(pos, _tpl_number(src), src)
-        except ValueError as e:
-            reason = str(e) if typ in ("string", "raw", "char") else f"bad number syntax: '{src}'"
+        except (ValueError, OverflowError) as e:
+            reason = (f"bad number syntax: '{src}'" if typ == "number"
+                      and not str(e).startswith("integer overflow") else str(e))
             self.error(pos, reason)
         if typ in ("bool", "nil"):
             return _LiteralNode(pos, {"true": True, "false": False}.get(src), src)
@@ -1700,6 +1726,9 @@ def _tpl_index(item, *keys):
     """index x 1 2 is x[1][2]; a missing map key gives nil as in Go."""
     for key in keys:
         if isinstance(item, Mapping):
+            # Go's maps have one key type; ours are string-keyed unless YAML said otherwise.
+            if type(key) is not str and all(type(k) is str for k in item):
+                raise _TplFuncError(f"can't use {_tpl_kind(key)} as a key of a map of strings")
             try:
                 item = item[key] if key in item else None
             except TypeError:
@@ -1793,6 +1822,150 @@ def _tpl_print(*args):
     return "".join(out)
 
 
+def _tpl_args_text(args):
+    """What html, js and urlquery escape: one string as is, else print's text."""
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else _tpl_print(*args)
+
+
+_TPL_HTML = str.maketrans({"\0": "\ufffd", '"': "&#34;", "'": "&#39;", "&": "&amp;",
+                           "<": "&lt;", ">": "&gt;"})
+_TPL_JS = {"\\": "\\\\", "'": "\\'", '"': '\\"', "<": "\\u003C", ">": "\\u003E",
+           "&": "\\u0026", "=": "\\u003D"}
+_TPL_JS_SPECIAL = re.compile("[\\\\'\"<>&=\x00-\x1f]|[^\x00-\x7f]")
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007" \
+            "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _tpl_js(*args):
+    """Go's js: quotes, backslash, <>&= and control characters escaped."""
+    def escape(m):
+        c = m.group()
+        if c in _TPL_JS:
+            return _TPL_JS[c]
+        if c < " ":
+            return f"\\u00{ord(c):02X}"
+        return c if c.isprintable() else f"\\u{ord(c):04X}"
+    return _TPL_JS_SPECIAL.sub(escape, _tpl_args_text(args))
+
+
+def _tpl_urlquery(*args):
+    from urllib.parse import quote_plus
+    return quote_plus(_tpl_args_text(args), safe="")
+
+
+def _tpl_text(*args):
+    """The arguments of a function that takes text (Go's string parameters)."""
+    return tuple(_tpl_str_arg(a, "argument") for a in args)
+
+
+def _tpl_text_test(test):
+    """contains, hasPrefix, hasSuffix: in Sprig's order the text tested comes last."""
+    return lambda part, s: test(*_tpl_text(s, part))
+
+
+def _tpl_replace(old, new, s):
+    old, new, s = _tpl_text(old, new, s)
+    return s.replace(old, new)
+
+
+def _tpl_upper(s):
+    """Go's strings.ToUpper maps each character on its own: 'ß' stays 'ß'."""
+    s, = _tpl_text(s)
+    if s.isascii():
+        return s.upper()
+    return "".join(c.upper() if len(c.upper()) == 1 else c for c in s)
+
+
+def _tpl_lower(s):
+    s, = _tpl_text(s)
+    return s.lower() if s.isascii() else "".join(c.lower()[0] for c in s)
+
+
+def _tpl_split_list(sep, s):
+    sep, s = _tpl_text(sep, s)
+    return s.split(sep) if sep else list(s)
+
+
+def _tpl_join(sep, v):
+    """Sprig's join: each element as it prints, nils left out; a non-list is one element."""
+    sep, = _tpl_text(sep)
+    items = v if isinstance(v, (list, tuple)) else () if v is None else (v,)
+    return sep.join(format_value(x) for x in items if x is not None)
+
+
+def _tpl_int64(v):
+    """Sprig's toInt64: an int, a float (truncated), a bool, nil (0) or the text of an int.
+    Sprig reads anything else as 0; we refuse it, as a mistake."""
+    if isinstance(v, (int, type(None))):
+        return int(v or 0)
+    if isinstance(v, float) and math.isfinite(v):
+        return int(v)
+    if isinstance(v, str) and re.fullmatch(r"[-+]?[0-9][0-9a-zA-Z_]*(?:\.0+)?", v):
+        try:
+            n = _tpl_number(re.sub(r"\.0+$", "", v))
+        except ValueError:
+            n = None
+        if type(n) is int:
+            return n
+    raise _TplFuncError(f"expected a number, got {_describe(v)}")
+
+
+def _tpl_add(*args):
+    return _tpl_wrap64(sum(map(_tpl_int64, args)))
+
+
+def _tpl_wrap64(n):
+    """n as Go's int64 arithmetic leaves it (wrapping around on overflow)."""
+    return (n + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+_GO_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                    "\u2029": "\\u2029"}
+_GO_JSON_SPECIAL = re.compile("[<>&\u2028\u2029]")
+
+
+def _go_json(v):
+    """Go's json.Marshal: compact, map keys sorted, <>& escaped, 3.0 as 3."""
+    import json
+    if isinstance(v, str):
+        return _GO_JSON_SPECIAL.sub(lambda m: _GO_JSON_ESCAPES[m.group()],
+                                    json.dumps(v, ensure_ascii=False))
+    if v is None or isinstance(v, bool):
+        return "null" if v is None else "true" if v else "false"
+    if isinstance(v, int):
+        return int.__repr__(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise _TplFuncError(f"can't encode {format_value(v)} as JSON")
+        r, a = repr(v), abs(v)
+        if a and (a < 1e-6 or a >= 1e21):      # exponent form, without Python's padding zero
+            return re.sub(r"e-0(?=\d$)", "e-", r)
+        if "e" in r:
+            from decimal import Decimal
+            r = format(Decimal(r), "f")
+        return r[:-2] if r.endswith(".0") else r
+    if isinstance(v, Mapping):
+        keys = sorted((format_value(k), k) for k in v)
+        return "{" + ",".join(f"{_go_json(text)}:{_go_json(v[k])}" for text, k in keys) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(map(_go_json, v)) + "]"
+    raise _TplFuncError(f"can't encode {_tpl_kind(v)} as JSON")
+
+
+def _tpl_from_json(s):
+    """JSON text as a value. Unlike Sprig, whole numbers stay ints (not float64,
+    which prints 1234567 as 1.234567e+06) and bad JSON is an error, not nil."""
+    import json
+
+    def no_constant(name):
+        raise ValueError(f"{name} is not JSON")
+    s, = _tpl_text(s)
+    try:
+        return json.loads(s, parse_constant=no_constant)
+    except ValueError as e:
+        raise _TplFuncError(f"invalid JSON: {e}") from None
+
+
 # name -> (function, least and most argument counts). and/or are compiled
 # apart because they stop at the first deciding argument.
 _TPL_FUNCS = {
@@ -1813,7 +1986,27 @@ _TPL_FUNCS = {
     "ge": (lambda a, b: not _tpl_lt(a, b), 2, 2),
     "env": (lambda name: os.environ.get(_tpl_str_arg(name, "name"), ""), 1, 1),
     "secret": (lambda name: _tpl_secret(_tpl_str_arg(name, "name")), 1, 1),
+    "html": (lambda *args: _tpl_args_text(args).translate(_TPL_HTML), 0, None),
+    "js": (_tpl_js, 0, None),
+    "urlquery": (_tpl_urlquery, 0, None),
+    # Sprig's, with its argument order: the value a pipeline feeds in comes last.
+    "default": (lambda d, *given: given[0] if given and given[0] else d, 1, None),
+    "splitList": (_tpl_split_list, 2, 2),
+    "join": (_tpl_join, 2, 2),
+    "trim": (lambda s: _tpl_text(s)[0].strip(_GO_SPACE), 1, 1),
+    "lower": (_tpl_lower, 1, 1),
+    "upper": (_tpl_upper, 1, 1),
+    "replace": (_tpl_replace, 3, 3),
+    "contains": (_tpl_text_test(str.__contains__), 2, 2),
+    "hasPrefix": (_tpl_text_test(str.startswith), 2, 2),
+    "hasSuffix": (_tpl_text_test(str.endswith), 2, 2),
+    "toJson": (_go_json, 1, 1),
+    "fromJson": (_tpl_from_json, 1, 1),
+    "add": (_tpl_add, 0, None),
+    "sub": (lambda a, b: _tpl_wrap64(_tpl_int64(a) - _tpl_int64(b)), 2, 2),
 }
+_TPL_NIL_ARGS = frozenset(("print", "printf", "println", "html", "js", "urlquery", "default",
+                           "join", "toJson", "add", "sub"))    # Go's interface{} parameters
 
 
 def _tpl_secret(name):
@@ -1918,6 +2111,8 @@ def _go_format(v, verb, flags="", width=None, prec=None):
             body = body.upper()
     elif isinstance(v, (list, tuple, Mapping)) and verb in "vs":
         body = format_value(v)
+    elif verb == "T":
+        body = "<nil>" if v is None else _tpl_go_type(v)
     else:
         shown = "<nil>" if v is None else f"{_tpl_go_type(v)}={_go_format(v, 'v')}"
         return f"%!{verb}({shown})"
@@ -2189,6 +2384,8 @@ class _TplCompiler:
         if node.src == "nil":
             return self.fail(node.pos, "nil can only be printed (by print, printf or println)")
         value = node.value
+        if type(value) is int and value >= 1 << 63:
+            return self.fail(node.pos, f"{node.src} overflows int")
         return lambda dot, vs: value
 
     def variable(self, node):
@@ -2241,7 +2438,7 @@ class _TplCompiler:
             string_param = i == 0 and name in ("printf", "env", "secret")
             if isinstance(a, _LiteralNode) and (
                     a.src == "nil" or string_param and not isinstance(a.value, str)):
-                if a.src == "nil" and name in ("print", "printf", "println") and not string_param:
+                if a.src == "nil" and name in _TPL_NIL_ARGS and not string_param:
                     vals.append(lambda dot, vs: None)
                     continue
                 what = "its first argument" if string_param else "an argument"
@@ -2274,7 +2471,8 @@ class _TplCompiler:
 # -- templates: API
 
 def _tpl_root_paths(nodes):
-    """The field paths a template reads from the data root (see template_variables).
+    """The field paths a template reads from the data root (see template_variables),
+    as tuples of keys: index ._gxo.tasks "a.b" gives ('_gxo', 'tasks', 'a.b').
 
     Walks the tree tracking what dot and each variable slot stand for: a path
     from the root, or None once they are rebound to something else (a range
@@ -2332,7 +2530,7 @@ def _tpl_root_paths(nodes):
                 walk(n.else_body, dot)
 
     walk(nodes, ())
-    return frozenset(".".join(p) for p in found if p)
+    return frozenset(p for p in found if p)
 
 
 def _tpl_unexpected(e):
@@ -2345,16 +2543,17 @@ def _tpl_unexpected(e):
 
 class _TplTemplate:
     """A parsed template: render(data) -> str, resolve(data) -> value, and
-    variables, the root paths it reads."""
+    variables, the root paths it reads ('a.b'; paths has them as tuples)."""
 
-    __slots__ = ("text", "variables", "_run", "_value", "_unset")
+    __slots__ = ("text", "variables", "paths", "_run", "_value", "_unset")
 
     def __init__(self, text, left, right):
         parser = _TplParser(text, left, right)
         nodes = parser.parse()
         compiler = _TplCompiler(text)
         self.text = text
-        self.variables = _tpl_root_paths(nodes)
+        self.paths = _tpl_root_paths(nodes)
+        self.variables = frozenset(".".join(p) for p in self.paths)
         self._run = compiler.block(nodes)
         self._unset = [_TPL_UNSET] * (parser.slots - 1)
         # A template that is one action (blanks around it aside) resolves to the value.
@@ -3265,16 +3464,19 @@ class Params:
     Each getter checks one param and raises ParamError naming it;
     ``finish`` rejects the params no getter asked for.  Before the run the
     params are raw: a value that is still a template passes any check.
+    ``raw`` are the params as written, to tell what a template made (a
+    rendered list is text to a text param) from what was written as is.
     """
 
-    def __init__(self, params, static=False, delimiters=_DEFAULT_DELIMITERS):
+    def __init__(self, params, static=False, delimiters=_DEFAULT_DELIMITERS, raw=None):
         self._params, self._static, self._left = params, static, delimiters[0]
+        self._raw = params if static else raw
         self._seen = []
 
-    def _get(self, name, required):
+    def _get(self, name, required, text=False):
         self._seen.append(name)
         value = self._params.get(name)
-        if value is None:
+        if value is None and not (text and self._rendered(name)):
             if required:
                 typo = _suggest(name, [k for k in self._params if k != name])
                 raise ParamError(name, "is required" + typo.replace("did you mean", "is", 1)
@@ -3286,12 +3488,37 @@ class Params:
         """True for a template left for later (params are checked before rendering too)."""
         return self._static and isinstance(value, str) and self._left in value
 
+    def _rendered(self, path):
+        """Whether the value at path ('args[0]') came out of a template."""
+        raw = self._raw
+        for key in _path_parts(path):
+            try:
+                raw = raw[key]
+            except (KeyError, IndexError, TypeError):
+                return False
+            if isinstance(raw, str):
+                return self._left in raw
+        return False
+
+    def text(self, path, value):
+        """The text of the value at path ('args[0]', 'environment.HOME'): what a
+        template prints for it (true, 1e+06, JSON, empty for null), the same
+        whether a template made it or it was written as a number or a bool.
+        A list, mapping or null written as is is refused: it is a mistake."""
+        if type(value) is str:
+            return value
+        if (value is None or isinstance(value, (list, tuple, Mapping))) \
+                and not self._rendered(path):
+            raise ParamError(path, f"expected a string, got {_describe(value)}")
+        return format_value(value)
+
     def str(self, name, default=None, required=False, choices=None):
-        """A string; numbers are read as their text."""
-        value = self._get(name, required)
+        """Text (see ``text``): a rendered or written number, bool, list or
+        map is the text a template prints for it; a rendered null is ''."""
+        value = self._get(name, required, text=True)
         if value is _MISSING or self.unrendered(value):
             return default if value is _MISSING else value
-        value = _as_text(name, value)
+        value = self.text(name, value)
         if choices and value not in choices:
             raise ParamError(name, f"expected one of {', '.join(choices)}, got {value!r}"
                              + _suggest(value, choices))
@@ -3322,14 +3549,14 @@ class Params:
         return value
 
     def list_of_str(self, name, default=(), required=False):
-        """A list of strings (numbers are read as their text)."""
+        """A list of texts (each item as ``text`` reads it)."""
         value = self._get(name, required)
         if value is _MISSING or self.unrendered(value):
             return list(default) if value is _MISSING else value
         if not isinstance(value, (list, tuple)):
             hint = " (write a YAML list: [a, b])" if isinstance(value, str) else ""
             raise ParamError(name, f"expected a list of strings, got {_describe(value)}{hint}")
-        return [v if self.unrendered(v) else _as_text(f"{name}[{i}]", v)
+        return [v if self.unrendered(v) else self.text(f"{name}[{i}]", v)
                 for i, v in enumerate(value)]
 
     def list(self, name, default=None, required=False):
@@ -3367,14 +3594,6 @@ class Params:
                 raise ParamError(name, "unknown param" + _suggest(name, self._seen)
                                  + (f"; expected one of: {', '.join(self._seen)}" if self._seen
                                     else "; this module takes no params"))
-
-
-def _as_text(name, value):
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ParamError(name, f"expected a string, got {_describe(value)}")
 
 
 # ---------------------------------------------------------------- logging
@@ -3950,7 +4169,7 @@ class _Runner:
         module = t.module()
         parse = getattr(module, "parse_params", None)
         if parse is not None:
-            reader = Params(params, delimiters=self.engine.playbook.delimiters)
+            reader = Params(params, delimiters=self.engine.playbook.delimiters, raw=t.params)
             params = parse(reader)
             reader.finish()
         if ctx.dry_run and not getattr(module, "supports_dry_run", False):
@@ -4179,6 +4398,8 @@ class Engine:
         self.halted, self.exit_code, self.killed, stops = None, 0, False, 0
         start = time.monotonic()
         self.reporter.run_started()
+        for warning in pb.warnings:
+            log.warn(warning)
         self.limit_calls()
         with self._lock:
             jobs = self.take_ready()

@@ -191,7 +191,8 @@ def _environment(p):
         for i, item in enumerate(value):
             if p.unrendered(item):
                 continue
-            if not isinstance(item, str) or "=" not in item or item.startswith("="):
+            item = p.text(f"environment[{i}]", item)
+            if "=" not in item or item.startswith("="):
                 raise gxo.ParamError(f"environment[{i}]", f"expected KEY=value, got {item!r}")
             key, _, val = _os_text(p, f"environment[{i}]", item).partition("=")
             env[key] = val
@@ -199,16 +200,12 @@ def _environment(p):
     if isinstance(value, dict):
         env = {}
         for key, val in value.items():
-            if isinstance(val, bool):
-                val = "true" if val else "false"
-            if not isinstance(val, (str, int, float)):
-                raise gxo.ParamError(f"environment.{key}",
-                                     f"expected a string, got {type(val).__name__}")
-            key = str(key)
+            # Values are text as a template prints it: DEBUG: "<< .debug >>" is "true".
+            key, val = gxo.format_value(key), p.text(f"environment.{key}", val)
             if not key or "=" in key:
                 raise gxo.ParamError(f"environment.{key}", "a variable name cannot be empty "
                                                            "or hold '='")
-            env[_os_text(p, f"environment.{key}", key)] = _os_text(p, f"environment.{key}", str(val))
+            env[_os_text(p, f"environment.{key}", key)] = _os_text(p, f"environment.{key}", val)
         return env
     raise gxo.ParamError("environment", "expected a list of KEY=value or a mapping")
 
