@@ -29,7 +29,7 @@ from gxo_modules import _process
 from gxo_modules._process import run
 
 CONNECT_TIMEOUT = 10.0          # seconds to reach a scheduler
-SETTLE = 5.0                    # seconds a stopped call has to report back after KILL
+SETTLE = 3.0                    # seconds a stopped call has to report back after KILL
 _LOOPBACK = "127.0.0.1:0"
 
 
