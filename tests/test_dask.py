@@ -240,7 +240,7 @@ def _spawn(argv, cwd, log):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A scheduler and two workers on 127.0.0.1, run from a folder where gxo is not
-    importable; yields (scheduler address, client)."""
+    importable; yields the scheduler's address, a client and the workers' pids."""
     home = tmp_path_factory.mktemp("cluster")
     log = open(home / "cluster.log", "wb")
     info = home / "scheduler.json"
@@ -251,8 +251,8 @@ def cluster(tmp_path_factory):
         for i in range(2):
             procs.append(_spawn(["-m", "distributed.cli.dask_worker", "--scheduler-file", str(info),
                                  "--nthreads", "2", "--no-dashboard", "--dashboard-address", LOOPBACK,
-                                 "--no-nanny",
-                                 "--host", "127.0.0.1", "--name", f"w{i}"], home, log))
+                                 "--no-nanny", "--host", "127.0.0.1", "--name", f"w{i}"],
+                                home, log))
         deadline = time.monotonic() + 60
         while not info.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -317,7 +317,7 @@ def test_end_to_end_on_a_real_cluster(cluster, tmp_path):
            "-executor", address.replace("tcp://", "dask://")]
     r = subprocess.run(cli, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert f'"{work}\\nfrom gxo\\nSHOUT" on tcp://127.0.0.1:' in r.stderr
+    assert f'"{work}\\nfrom gxo\\nSHOUT" on tcp://127.0.0.1:' in r.stderr and "; 8 items" in r.stderr
     assert "[slow] Failed in" in r.stderr and "timed out after 1.00s (ignored)" in r.stderr
     assert "exec calls by worker:\n  fan: " in r.stderr
     assert "Traceback" not in r.stderr
