@@ -24,7 +24,7 @@ __all__ = [
     "render", "resolve", "template_variables", "compile_template", "format_value", "truthy",
     "Channel", "copy_record", "Module", "TaskContext", "register", "Logger",
     "DEBUG", "INFO", "WARN", "ERROR", "LEVELS",
-    "Engine", "RunResult", "TaskResult", "run_playbook", "main",
+    "Executor", "LocalExecutor", "Engine", "RunResult", "TaskResult", "run_playbook", "main",
 ]
 __version__ = "0.1.0"
 
@@ -396,12 +396,12 @@ class Task:
                  "stream_input", "ignore_errors", "when", "loop", "loop_var",
                  "index_var", "parallel", "attempts", "delay", "retry_on_error",
                  "depends_on", "timeout", "always", "module", "_params", "_when", "_loop",
-                 "needs", "edges", "no_log")
+                 "needs", "edges", "no_log", "executor")
 
     def __init__(self, index):
         self.index = index
         self.name = self.register = self.stream_input = None
-        self.when = self.loop = self.timeout = self.module = None
+        self.when = self.loop = self.timeout = self.module = self.executor = None
         self.params = {}
         self.ignore_errors = self.always = self.no_log = False
         self.loop_var, self.index_var, self.parallel = "item", None, 1
@@ -441,7 +441,7 @@ class Playbook:
 _TOP_KEYS = ("name", "templating", "vars", "tasks")
 _TASK_KEYS = ("name", "type", "params", "register", "stream_input", "ignore_errors",
               "when", "loop", "loop_control", "retry", "depends_on", "timeout", "always",
-              "no_log")
+              "no_log", "executor")
 _LOOP_KEYS = ("parallel", "loop_var", "index_var")
 _RETRY_KEYS = ("attempts", "delay", "on_error")
 _OTHER_SYNTAX = re.compile(r"\{\{-?\s*[.$A-Za-z_][^{}]*\}\}")     # {{ .x }}, {{ x }}
@@ -619,6 +619,12 @@ class _Loader:
             t.timeout = self.duration(raw, "timeout", t, "timeout")
             if t.timeout <= 0:
                 raise self.fail(raw, "timeout", "must be positive", t, "timeout")
+        if raw.get("executor") is not None:
+            if raw["executor"] != "local":
+                raise self.fail(raw, "executor", "a task can only pin itself to this machine: "
+                                f"expected 'local', got {_describe(raw['executor'])} (-executor "
+                                "chooses where the other exec tasks run)", t, "executor")
+            t.executor = "local"
         if raw.get("loop_control") is not None:
             self.loop_control(t, self.expect(raw, "loop_control", dict, "a mapping", t))
         if raw.get("retry") is not None:
@@ -3945,6 +3951,116 @@ def _write_report(path, log, fields, tasks=()):
             os.remove(tmp)
 
 
+# ---------------------------------------------------------------- executors
+
+class Executor:
+    """Where exec calls run: this machine, or a cluster (``-executor``).
+
+    ``submit(spec)`` starts one call and returns a handle:
+    ``handle.result(timeout=None)`` waits for the call's result (TimeoutError
+    after ``timeout`` seconds) and ``handle.cancel(grace)`` stops it: TERM
+    its process group now, KILL it after ``grace`` seconds.  ``close()`` ends
+    the executor; the engine opens one per run.  ``remote`` says whether
+    calls leave this machine.  gxo_modules/_process.py describes specs and
+    results.
+    """
+
+    remote = False
+
+    def submit(self, spec):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+class LocalExecutor(Executor):
+    """Runs each call as a child process of gxo, waited for on a thread of its own."""
+
+    def submit(self, spec):
+        from gxo_modules import _process
+        return _LocalCall(_process.run, spec)
+
+
+class _LocalCall:
+    """A call of the LocalExecutor (see Executor)."""
+
+    def __init__(self, run, spec):
+        self._stop, self._kill, self._done = threading.Event(), threading.Event(), threading.Event()
+        self._outcome = None
+        threading.Thread(target=self._run, args=(run, spec), daemon=True).start()
+
+    def _run(self, run, spec):
+        try:
+            self._outcome = (run(spec, self._stop.wait, self._kill.wait), None)
+        except BaseException as e:          # raised again to whoever waits for the result
+            self._outcome = (None, e)
+        self._done.set()
+
+    def result(self, timeout=None):
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"no result after {_seconds(timeout)}")
+        value, error = self._outcome
+        if error is not None:
+            raise error
+        return value
+
+    def cancel(self, grace):
+        self._stop.set()
+        if grace <= 0:
+            self._kill.set()
+            return
+        timer = threading.Timer(grace, self._kill.set)
+        timer.daemon = True
+        timer.start()
+
+
+_LOCAL = LocalExecutor()
+_EXECUTORS = "local, dask://HOST:PORT or dask://local?workers=N"
+
+
+def _executor_target(value):
+    """Check what -executor, GXO_EXECUTOR or Engine(executor=) asks for.
+
+    Returns "local", a scheduler address "tcp://HOST:PORT", ("local",
+    workers, threads) for a LocalCluster of gxo's own, or ``value`` itself if
+    it is an Executor or a distributed.Client.  Raises ValueError.
+    """
+    if isinstance(value, Executor) or type(value).__module__.partition(".")[0] == "distributed":
+        return value
+    if value == "local":
+        return value
+    if isinstance(value, str) and value.startswith("dask://"):
+        where, _, query = value[len("dask://"):].partition("?")
+        if where == "local":
+            sizes = {"workers": 2, "threads": 4}
+            for item in filter(None, query.split("&")):
+                key, _, n = item.partition("=")
+                if key not in sizes or not n.isdigit() or int(n) < 1:
+                    raise ValueError(f"dask://local takes workers=N and threads=N (N >= 1), "
+                                     f"got {_describe(item)}")
+                sizes[key] = int(n)
+            return ("local", sizes["workers"], sizes["threads"])
+        host, _, port = where.rpartition(":")
+        if host and port.isdigit() and not query:
+            return "tcp://" + where
+    raise ValueError(f"expected {_EXECUTORS}, got {_describe(value)}")
+
+
+def _open_executor(target, log):
+    """Open the executor ``target`` names; returns it and whether the run must close it."""
+    if isinstance(target, Executor):
+        return target, False
+    if target == "local":
+        return _LOCAL, False
+    try:
+        from gxo_modules import _dask
+    except ImportError as e:
+        raise GxoError(f"the dask executor needs Dask: pip install 'gxo[dask]' "
+                       f"(or 'distributed'); {e}") from None
+    return _dask.DaskExecutor(target, log), True
+
+
 # ---------------------------------------------------------------- task context
 
 class TaskContext:
@@ -3953,8 +4069,12 @@ class TaskContext:
     ``name``, ``dry_run``, ``log``, ``delimiters``, ``deadline``
     (time.monotonic() value or None), ``render`` and cancellation: ``cancelled``, ``wait(seconds)`` (wakes at once on
     cancel), ``on_cancel(fn)`` (fn(hard) is called when the task is cancelled,
-    and again with hard=True if gxo must stop right away).
+    and again with hard=True if gxo must stop right away).  ``executor``: where
+    exec calls run (the run's Executor; the local one for a task pinned with
+    ``executor: local``).
     """
+
+    executor = _LOCAL
 
     def __init__(self, name, log, dry_run=False, state=None, delimiters=_DEFAULT_DELIMITERS):
         self.name, self.log, self.dry_run = name, log, dry_run
@@ -4352,11 +4472,19 @@ class Engine:
     ``interrupt`` may be called from any thread or a signal handler: running
     tasks are cancelled (their processes killed), tasks not started skipped,
     but failure handlers (``always: true``) still run; a second stop
-    request cancels those too.
+    request cancels those too.  ``executor`` says where exec calls run:
+    "local", "dask://HOST:PORT", "dask://local?workers=N", a
+    distributed.Client or an Executor (default: $GXO_EXECUTOR, else local).
     """
 
     def __init__(self, playbook, *, dry_run=False, concurrency=None, channel_buffer_size=100,
-                 logger=None, report=None):
+                 logger=None, report=None, executor=None):
+        where = executor if executor is not None else os.environ.get("GXO_EXECUTOR") or "local"
+        try:
+            self.executor_target = _executor_target(where)
+        except ValueError as e:
+            raise ValueError(f"{'GXO_EXECUTOR' if executor is None else 'executor'}: {e}") from None
+        self.executor = _LOCAL
         self.playbook, self.dry_run = playbook, dry_run
         self.concurrency = concurrency or _default_concurrency()
         self.buffer = channel_buffer_size
@@ -4378,6 +4506,30 @@ class Engine:
         self._events.put(("stop", f"interrupted by {name}", 128 + signum))
 
     def run(self):
+        """Run the playbook on its executor, opened for this run and closed after it.
+
+        Raises GxoError (before any task runs) if the executor cannot be opened.
+        """
+        target = self.executor_target
+        if self.dry_run and target != "local":
+            self.log.info("dry run: the executor is not contacted")
+            target = "local"
+        self.executor, owned = _open_executor(target, self.log)
+        try:
+            if self.executor.remote:
+                pb = self.playbook
+                streamed = [t.key for t in pb.tasks if t.type == "exec" and t.executor is None
+                            and (t.stream_input is not None or pb.consumers[t.index])]
+                if streamed:
+                    self.log.info(f"streams stay on this machine: {', '.join(streamed)} "
+                                  f"run{'s' if len(streamed) == 1 else ''} locally")
+            return self._run()
+        finally:
+            if owned:
+                self.executor.close()
+                self.log.flush()
+
+    def _run(self):
         pb, log = self.playbook, self.log
         tasks = pb.tasks
         self.state = _State(pb.vars, pb.dir)
@@ -4468,6 +4620,8 @@ class Engine:
             t = pb.tasks[i]
             ctx = TaskContext(t.key, _TaskLog(self.log, t.key, t.no_log), self.dry_run,
                               self.state.reader, pb.delimiters)
+            if t.executor is None:
+                ctx.executor = self.executor
             input, (consumers, outs) = inputs.get(i), outputs[i]
             self.running[i] = ctx
             self.channels[i] = (consumers, outs)
@@ -4667,17 +4821,20 @@ def _stop_streams(ctx, name, input, outputs):
 
 def run_playbook(source, vars=None, *, dry_run=False, concurrency=None,
                  channel_buffer_size=100, log_level="INFO", log_stream=None,
-                 modules_dirs=(), var_files=(), log_format="text", report=None):
+                 modules_dirs=(), var_files=(), log_format="text", report=None,
+                 executor=None):
     """Load a playbook (path or YAML text), run it and return its RunResult.
 
     ``log_format`` is ``text`` or ``json``; ``report`` a path to write the
-    JSON report to (docs/report.md).  Raises PlaybookError if the playbook
-    is invalid (nothing has run then).
+    JSON report to (docs/report.md); ``executor`` as for Engine.  Raises
+    PlaybookError if the playbook is invalid, GxoError if the executor
+    cannot be opened: nothing has run then.
     """
     logger = Logger(log_level, log_stream, format=log_format)
     playbook = load_playbook(source, vars, modules_dirs=modules_dirs, var_files=var_files)
     engine = Engine(playbook, dry_run=dry_run, concurrency=concurrency,
-                    channel_buffer_size=channel_buffer_size, logger=logger, report=report)
+                    channel_buffer_size=channel_buffer_size, logger=logger, report=report,
+                    executor=executor)
     return engine.run()
 
 
@@ -4701,6 +4858,8 @@ usage: gxo -playbook FILE [flags]
   -concurrency N             most tasks running at once (default {concurrency})
   -channel-buffer-size N     records buffered per stream (default 100)
   -modules-dir DIR           also load modules from DIR (repeatable; also $GXO_MODULES_PATH)
+  -executor WHERE            where exec tasks run: local (default), dask://HOST:PORT (a Dask
+                             scheduler) or dask://local?workers=N (also $GXO_EXECUTOR)
   -version                   print the version
   -h, -help                  print this help
 
@@ -4711,7 +4870,7 @@ exit codes: 0 success, 1 a task failed, 2 invalid usage or playbook,
 _FLAGS = {"playbook": "str", "var": "list", "dry-run": "bool", "log-level": "str",
           "log-format": "str", "report": "str", "concurrency": "int",
           "channel-buffer-size": "int", "modules-dir": "list",
-          "var-file": "list", "validate": "bool", "graph": "str",
+          "var-file": "list", "validate": "bool", "graph": "str", "executor": "str",
           "version": "bool", "h": "bool", "help": "bool"}
 _GRAPH_FORMS = ("mermaid", "dot")
 
@@ -4753,6 +4912,11 @@ def _parse_args(argv):
                     raise ValueError
             except ValueError:
                 raise _UsageError(f"-{name} needs a positive integer, got {value!r}") from None
+        if name == "executor":
+            try:
+                _executor_target(value)
+            except ValueError as e:
+                raise _UsageError(f"-executor: {e}") from None
         if kind == "list":
             opts[name].append(value)
         else:
@@ -4827,16 +4991,23 @@ def main(argv=None):
         return 0
     import gc
     gc.freeze()         # the playbook lives as long as the process: never scan it again
-    engine = Engine(playbook, dry_run=opts.get("dry-run", False),
-                    concurrency=opts.get("concurrency"),
-                    channel_buffer_size=opts.get("channel-buffer-size", 100), logger=logger,
-                    report=report)
+    try:
+        engine = Engine(playbook, dry_run=opts.get("dry-run", False),
+                        concurrency=opts.get("concurrency"),
+                        channel_buffer_size=opts.get("channel-buffer-size", 100), logger=logger,
+                        report=report, executor=opts.get("executor"))
+    except ValueError as e:                 # a bad $GXO_EXECUTOR
+        sys.stderr.write(f"gxo: {e}\n")
+        return 2
     import signal
     handlers = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         handlers[signum] = signal.signal(signum, lambda n, _: engine.interrupt(n))
     try:
         return engine.run().exit_code
+    except GxoError as e:                   # the executor could not be opened: nothing ran
+        sys.stderr.write(f"gxo: {e}\n")
+        return 2
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)

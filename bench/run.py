@@ -99,6 +99,10 @@ CASES = [
     {"id": "W4/quiet", "workload": "W4", "env": "cache", "goal": None,
      "gxo_args": ["-modules-dir", MODULES, "-log-level", "WARN"],
      "what": "W4 with gxo at -log-level WARN", "peers": False},
+    # The Dask executor: W3 on a scheduler and 2 workers on this machine, against the
+    # same gxo with the local executor (its "floor" here); needs `distributed`.
+    {"id": "W3/dask", "workload": "W3", "env": "cache", "goal": None, "dask_workers": 2,
+     "what": "W3 on 2 local Dask workers vs local executor", "peers": False},
 ]
 
 
@@ -426,6 +430,101 @@ def build_pyz(gxo, target):
     return f"cannot build gxo.pyz: {r.stderr.strip()[-300:]}" if r.returncode else None
 
 
+def bench_dask_case(case, args, work, cache_dir):
+    """W3 with -executor dask://... against the local executor, both gxo.
+
+    A scheduler and ``dask_workers`` workers (parallel / workers threads each)
+    run on 127.0.0.1 for the row.  W0 on both executors is timed too, to tell
+    the fixed cost (importing distributed, connecting) from the cost per task.
+    """
+    w = WORKLOADS[case["workload"]]
+    row = {"id": case["id"], "workload": case["workload"], "what": case["what"],
+           "env": case["env"], "gxo_args": ["-executor", "dask://..."], "n": w["n"],
+           "parallel": w["parallel"], "peers": {}}
+    if importlib.util.find_spec("distributed") is None:
+        empty = Contender("-", []).summary()
+        return {**row, "floor": empty, "gxo": {**empty, "error": "distributed is not installed "
+                "(pip install 'gxo[dask]')"}, "ratio": None, "goal": None, "met": None}
+    d = os.path.join(work, case["id"].replace("/", "_"))
+    os.makedirs(d, exist_ok=True)
+    env = child_env(case["env"], cache_dir)
+    books = {}
+    for wid in ("W0", case["workload"]):
+        books[wid] = os.path.join(d, f"{wid}.yml")
+        with open(books[wid], "w", encoding="utf-8") as f:
+            f.write(playbook_text(wid, WORKLOADS[wid]))
+    with _dask_cluster(case["dask_workers"], w["parallel"] // case["dask_workers"], d) as address:
+        dask = ["-executor", address.replace("tcp://", "dask://")]
+        gxo = [sys.executable, args.gxo, "-playbook"]
+        local, remote = (Contender("floor", gxo + [books["W3"]], env, d),
+                         Contender("gxo", gxo + [books["W3"]] + dask, env, d))
+        local0, remote0 = (Contender("W0-local", gxo + [books["W0"]], env, d),
+                           Contender("W0-dask", gxo + [books["W0"]] + dask, env, d))
+        # No --slow cut here: the warm-up compiles distributed's bytecode into the cache.
+        measure([local, remote, local0, remote0], args.runs, args.warmup, float("inf"), d,
+                lambda c, r, t: args.verbose and print(
+                    f"  {case['id']:<10} {c.name:<8} {'warm-up' if r < 0 else f'run {r + 1}':<8}"
+                    f" {fmt_time(t)}", file=sys.stderr, flush=True))
+    row.update(floor=local.summary(), gxo=remote.summary(),
+               startup={"local": local0.summary(), "dask": remote0.summary()})
+    r = ratios(remote, local)
+    row["ratio_pairs"], row["ratio"] = [round(x, 4) for x in r], _median(r)
+    row["goal"], row["met"] = None, None
+    if r and local0.times and remote0.times:
+        med = {c.name: statistics.median(c.times.values()) for c in (local, remote, local0, remote0)}
+        row["dask_startup_s"] = med["W0-dask"] - med["W0-local"]
+        extra = (med["gxo"] - med["W0-dask"]) - (med["floor"] - med["W0-local"])
+        row["dask_ms_per_task"] = extra / (w["n"] - 1) * 1000
+        row["dask_call_latency_ms"] = row["dask_ms_per_task"] * w["parallel"]
+    return row
+
+
+class _dask_cluster:
+    """A Dask scheduler and workers on 127.0.0.1, for one row; the address while it lives."""
+
+    def __init__(self, workers, threads, d):
+        self.workers, self.threads, self.d, self.procs = workers, threads, d, []
+
+    def _spawn(self, module, *argv):
+        log = open(os.path.join(self.d, "cluster.log"), "ab")
+        self.procs.append(subprocess.Popen(
+            [sys.executable, "-m", f"distributed.cli.{module}", *argv, "--no-dashboard",
+             "--dashboard-address", "127.0.0.1:0"], cwd=self.d, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=log))
+        log.close()
+
+    def __enter__(self):
+        info = os.path.join(self.d, "scheduler.json")
+        self._spawn("dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", info)
+        for i in range(self.workers):
+            self._spawn("dask_worker", "--scheduler-file", info, "--nthreads", str(self.threads),
+                        "--no-nanny", "--host", "127.0.0.1", "--name", f"w{i}")
+        import distributed
+        deadline = time.monotonic() + 60
+        while not os.path.exists(info) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(info) as f:
+            address = json.load(f)["address"]
+        with distributed.Client(address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(self.workers, timeout=60)
+        return address
+
+    def __exit__(self, *exc):
+        _stop_all(self.procs[1:])     # workers first: a scheduler closing under them can hang them
+        _stop_all(self.procs[:1])
+
+
+def _stop_all(procs):
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def judge(goal, row):
     """(goal as text, met: True/False/None)."""
     if goal is None:
@@ -529,6 +628,10 @@ def table(report):
         line = (f"{row['id']:<11} {row['what'][:50]:<50} {fmt_time(f['median_s']):>9}"
                 f" {fmt_time(g['median_s']):>9} {fmt_ratio(row['ratio']):>6}  {goal:<26} {met:<4} {rss:>8}")
         out.append(line)
+        if "dask_ms_per_task" in row:
+            out.append(f"{'':<11}   dask: start-up +{fmt_time(row['dask_startup_s'])} (import, "
+                       f"connect); +{row['dask_ms_per_task']:.2f} ms wall per task at parallel {row['parallel']}, "
+                       f"i.e. ~{row['dask_call_latency_ms']:.1f} ms more latency per call")
         if "engine_us_per_task" in row:
             out.append(f"{'':<11}   engine time {row['engine_us_per_task']:.0f} us/task "
                        f"(median of per-round differences: {row['engine_us_per_task_pairs']:.0f});"
@@ -663,7 +766,10 @@ def main(argv=None):
         preflight(args.gxo, child_env("cache", cache_dir), work)
         for case in cases:
             print(f"bench: {case['id']} ...", file=sys.stderr, flush=True)
-            report["rows"].append(bench_case(case, args, work, cache_dir, peer_names))
+            if case.get("dask_workers"):
+                report["rows"].append(bench_dask_case(case, args, work, cache_dir))
+            else:
+                report["rows"].append(bench_case(case, args, work, cache_dir, peer_names))
     for name in extras:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         rows, note = extra_rows(name, args)

@@ -37,6 +37,14 @@ as it is printed: ``{"line": text}``, or the JSON object on that line with
 ``output: json``; a line longer than ``max_output`` is a record error.
 When every task reading the stream has stopped (``head``), the command is
 terminated and the task is Completed, as ``yes | head`` in a shell.
+
+line (or the text of ``input_field``); when other tasks stream from this one,
+each stdout line becomes a record as soon as it is printed: ``{"line": text}``,
+or the JSON object on that line with ``output: json``.
+
+On a remote executor (``-executor dask://...``) a call that does not stream
+runs on a worker (``environment`` is added to the worker's environment) and
+its summary says which ``host`` and ``worker`` ran it; streams run here.
 """
 
 import itertools
@@ -100,6 +108,9 @@ class Exec(gxo.Module):
                     pass
             return {"dry_run": True, "command": command, "args": args, **_summary("", "", 0)}
         argv = ["/bin/sh", "-c", command, "sh", *args] if params["shell"] else [command, *args]
+        streaming = input is not None or bool(outputs)
+        if ctx.executor.remote and not streaming:
+            return _remote(ctx, params, argv)
         env = params["environment"]
         if env:
             env = {**os.environ, **env}
@@ -109,15 +120,8 @@ class Exec(gxo.Module):
                 stdin=subprocess.PIPE if input is not None or params["stdin"] is not None
                 else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        except FileNotFoundError:
-            wd = params["working_dir"]
-            if wd and not os.path.isdir(wd):
-                raise gxo.TaskError(f"working_dir does not exist: {wd}") from None
-            hint = (" (to pass arguments use 'args', or set 'shell: true')"
-                    if " " in command.strip() and not params["shell"] else "")
-            raise gxo.TaskError(f"command not found: {command}{hint}") from None
-        except PermissionError:
-            raise gxo.TaskError(f"permission denied: {command}") from None
+        except (FileNotFoundError, PermissionError) as e:
+            raise _not_started(e, params) from None
         run = _Run(proc, ctx, params, input, outputs, errors)
         undo = ctx.on_cancel(run.cancel)
         try:
@@ -179,6 +183,54 @@ def _encode(name, text):
     except UnicodeEncodeError as e:
         raise gxo.ParamError(name, f"is not valid UTF-8 text: {text[e.start]!r} at character "
                                    f"{e.start} is a lone surrogate") from None
+
+
+def _remote(ctx, params, argv):
+    """Run a call on the run's remote executor; the summary adds host and worker."""
+    deadline = ctx.deadline
+    spec = {"argv": argv, "env": params["environment"] or None, "cwd": params["working_dir"],
+            "stdin": params["stdin"], "grace": GRACE, "task": ctx.name, "limit": params["max_output"],
+            "timeout": None if deadline is None else max(0.0, deadline - time.monotonic())}
+    call = ctx.executor.submit(spec)
+    undo = ctx.on_cancel(lambda hard: call.cancel(0 if hard else GRACE))
+    try:
+        result = call.result()
+    finally:
+        undo()
+    if ctx.cancelled:
+        raise gxo.Cancelled(ctx.reason)
+    where = f" (on {result['host']})"
+    if "oserror" in result:
+        error = OSError(*result["oserror"])
+        if isinstance(error, (FileNotFoundError, PermissionError)):
+            raise _not_started(error, params, where)
+        raise gxo.TaskError(f"{error.strerror}: {error.filename}{where}")
+    summary = _summary(_text(result["stdout"]), _text(result["stderr"]), result["exit_code"],
+                       result["truncated"])
+    summary["host"] = result["host"]
+    if "worker" in result:
+        summary["worker"] = result["worker"]
+    ctx.log.debug(f"ran on {result['host']} ({result.get('worker', 'no worker')}): "
+                  f"exit code {result['exit_code']}")
+    if result["timed_out"]:
+        raise gxo.TaskError(f"timed out{where}", summary=summary)
+    if result["exit_code"]:
+        _log_tails(ctx.log, summary)
+        raise gxo.TaskError(_failure(result["exit_code"], summary["stderr"]) + where,
+                            summary=summary)
+    return summary
+
+
+def _not_started(error, params, where=""):
+    """The TaskError for a command that could not start (the OSError from Popen)."""
+    command, wd = params["command"], params["working_dir"]
+    if isinstance(error, PermissionError):
+        return gxo.TaskError(f"permission denied: {command}{where}")
+    if wd and error.filename == wd:
+        return gxo.TaskError(f"working_dir does not exist: {wd}{where}")
+    hint = (" (to pass arguments use 'args', or set 'shell: true')"
+            if " " in command.strip() and not params["shell"] else "")
+    return gxo.TaskError(f"command not found: {command}{where}{hint}")
 
 
 def _environment(p):
