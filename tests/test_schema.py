@@ -120,6 +120,8 @@ INVALID = [
     ("name: x\ntasks: [{name: a, type: records, params: {items: [1]}},\n"
      "  {name: b, type: collect, stream_input: a, loop: [1]}]\n",
      "should not be valid under {'required': ['stream_input', 'loop']}"),
+    ("name: x\ntasks: [{name: a, type: exec, executor: dask, params: {command: ls}}]\n",
+     "tasks/0/executor: 'local' was expected"),
 ]
 
 
