@@ -76,8 +76,8 @@ class PlaybookError(GxoError):
             where += ": "
         if self.task:
             where += f"{self.task}: "
-        if self.field:
-            where += f"{self.field}: "
+        if self.field:      # a path of the user's keys: long only when they are
+            where += f"{self.field if len(self.field) <= 80 else _excerpt(self.field, 80)}: "
         return where + self.message
 
 
@@ -133,7 +133,16 @@ def _suggest(word, choices):
     """Return ' (did you mean 'x'?)' for the closest choice, or ''."""
     import difflib
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], 1, 0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean {_excerpt(close[0])}?)" if close else ""
+
+
+def _excerpt(text, limit=40):
+    """Quote a user's text for a message; a long one is cut to its head and
+    tail, with its length: 'aaaaaaaaaaaaaaaaaaaaaaaaaaa…aaaaaaaaaaa' (10,000 chars)."""
+    if len(text) <= limit:
+        return repr(text)
+    head = limit * 2 // 3
+    return f"{text[:head] + '…' + text[head - limit + 1:]!r} ({len(text):,} chars)"
 
 
 def _describe(value):
@@ -143,13 +152,13 @@ def _describe(value):
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return f"the string {text!r}"
+        return f"the string {_excerpt(value)}"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, (list, tuple)):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else _excerpt(text)}"
 
 
 # ---------------------------------------------------------------- YAML loading
@@ -422,7 +431,7 @@ class _Loader:
     def check_keys(self, mapping, allowed, task=None, field=None):
         for key in mapping:
             if key not in allowed:
-                what = f"unknown key '{key}'" + _suggest(key, allowed)
+                what = f"unknown key {_excerpt(key)}" + _suggest(key, allowed)
                 raise self.fail(mapping, key, what + f"; expected one of: {', '.join(allowed)}",
                                 task, field and f"{field}.{key}" or None, at_key=True)
 
@@ -507,7 +516,7 @@ class _Loader:
             if raw.get(key) is not None:
                 setattr(t, key, self.expect(raw, key, str, "a string", t))
         if t.register is not None and not _IDENT_RE.match(t.register):
-            raise self.fail(raw, "register", f"'{t.register}' is not a usable variable name "
+            raise self.fail(raw, "register", f"{_excerpt(t.register)} is not a usable variable name "
                             "(letters, digits and _, not starting with a digit)", t, "register")
         if t.register == "_gxo":
             raise self.fail(raw, "register", "'_gxo' is reserved for gxo's own state", t, "register")
@@ -543,7 +552,7 @@ class _Loader:
                 return _parse_duration(value)
             except ValueError as e:
                 raise self.fail(mapping, key, str(e), t, field) from None
-        hint = f" (did you mean '{value}s'?)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        hint = f" (did you mean {_excerpt(f'{value}s')}?)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
         raise self.fail(mapping, key, f"expected a duration like '30s', got {_describe(value)}{hint}",
                         t, field)
 
@@ -558,7 +567,7 @@ class _Loader:
             if key in conf:
                 name = self.expect(conf, key, str, "a variable name", t, f"loop_control.{key}")
                 if not _IDENT_RE.match(name) or name == "_gxo":
-                    raise self.fail(conf, key, f"'{name}' is not a usable variable name", t,
+                    raise self.fail(conf, key, f"{_excerpt(name)} is not a usable variable name", t,
                                     f"loop_control.{key}")
                 setattr(t, key, name)
 
@@ -608,12 +617,12 @@ class _Loader:
             raw = self.doc.root["tasks"][t.index]
             if t.name is not None:
                 if t.name in keys:
-                    raise self.fail(raw, "name", f"duplicate task name '{t.name}' (also "
+                    raise self.fail(raw, "name", f"duplicate task name {_excerpt(t.name)} (also "
                                     f"{keys[t.name].label})", t, "name")
                 keys[t.name] = t
             if t.register is not None:
                 if t.register in registers:
-                    raise self.fail(raw, "register", f"register key '{t.register}' is already "
+                    raise self.fail(raw, "register", f"register key {_excerpt(t.register)} is already "
                                     f"used by {registers[t.register].label}", t, "register")
                 registers[t.register] = t
         self.task_keys, self.registers = keys, registers
@@ -636,12 +645,12 @@ class _Loader:
         if clash:
             name = sorted(clash)[0]
             t = registers[name]
-            raise self.fail(self.doc.root["tasks"][t.index], "register", f"register key '{name}' "
+            raise self.fail(self.doc.root["tasks"][t.index], "register", f"register key {_excerpt(name)} "
                             "is also a playbook variable; pick another name", t, "register")
 
     def named(self, keys, container, key, name, t, field=None):
         if name not in keys:
-            raise self.fail(container, key, f"no task named '{name}'" + _suggest(name, keys),
+            raise self.fail(container, key, f"no task named {_excerpt(name)}" + _suggest(name, keys),
                             t, field or key)
         return keys[name]
 
@@ -651,11 +660,12 @@ class _Loader:
         data["_gxo"] = {"playbook_dir": self.playbook_dir}
         for name in self.cli_vars:
             if not isinstance(name, str) or not _IDENT_RE.match(name):
-                raise PlaybookError(f"-var '{name}': not a usable variable name", file=self.doc.file)
+                raise PlaybookError(f"-var {_excerpt(str(name))}: not a usable variable name",
+                                    file=self.doc.file)
         known = set(self.cli_vars)
         for name, value in raw_vars.items():
             if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
-                raise self.fail(raw_vars, name, f"'{name}' is not a usable variable name",
+                raise self.fail(raw_vars, name, f"{_excerpt(name)} is not a usable variable name",
                                 field=f"vars.{name}", at_key=True)
             if name in self.cli_vars:
                 continue
@@ -665,13 +675,13 @@ class _Loader:
                     root = path.split(".", 1)[0]
                     if root == "_gxo" and path != "_gxo.playbook_dir":
                         raise self.fail(raw_vars, name, f"vars can read only _gxo.playbook_dir, "
-                                        f"not {path}: vars are rendered before any task runs",
+                                        f"not {_excerpt(path)}: vars are rendered before any task runs",
                                         field=f"vars.{name}")
                     if root not in known and root != "_gxo":
                         later = " (it is defined later: vars are rendered in order)" if root in raw_vars else ""
                         reg = " (registered by a task: vars are rendered before any task runs)" \
                             if root in self.registers else ""
-                        raise self.fail(raw_vars, name, f"uses undefined variable '{root}'"
+                        raise self.fail(raw_vars, name, f"uses undefined variable {_excerpt(root)}"
                                         + (later or reg or _suggest(root, known)),
                                         field=f"vars.{name}")
                 data[name] = compiled(data)
@@ -723,16 +733,16 @@ class _Loader:
         if parts[1] == "playbook_dir" and len(parts) == 2:
             return
         if parts[1] != "tasks":
-            raise self.fail(container, key, f"'_gxo.{'.'.join(parts[1:])}' does not exist; "
+            raise self.fail(container, key, f"{_excerpt('_gxo.' + '.'.join(parts[1:]))} does not exist; "
                             "there are _gxo.tasks.NAME.status and _gxo.playbook_dir", t, field)
         if len(parts) > 2:
             name = parts[2]
             if name not in self.task_keys:
-                raise self.fail(container, key, f"_gxo.tasks: no task named '{name}'"
+                raise self.fail(container, key, f"_gxo.tasks: no task named {_excerpt(name)}"
                                 + _suggest(name, self.task_keys), t, field)
             if len(parts) > 3 and parts[3] != "status":
                 raise self.fail(container, key, f"_gxo.tasks.{name} has only 'status', not "
-                                f"'{parts[3]}'", t, field)
+                                f"{_excerpt(parts[3])}", t, field)
             t.needs.add(self.task_keys[name].index)
 
 
@@ -2863,7 +2873,7 @@ class Params:
             return default if value is _MISSING else value
         value = _as_text(name, value)
         if choices and value not in choices:
-            raise ParamError(name, f"expected one of {', '.join(choices)}, got {value!r}"
+            raise ParamError(name, f"expected one of {', '.join(choices)}, got {_excerpt(value)}"
                              + _suggest(value, choices))
         return value
 
@@ -3130,8 +3140,7 @@ def _plural(n, noun):
 
 
 def _short(item):
-    text = item if isinstance(item, str) else format_value(item)
-    return repr(text if len(text) <= 40 else text[:37] + "...")
+    return _excerpt(item if isinstance(item, str) else format_value(item))
 
 
 class _Runner:
@@ -3661,10 +3670,10 @@ def _parse_args(argv):
         name, eq, value = arg.lstrip("-").partition("=")
         kind = _FLAGS.get(name)
         if kind is None:
-            raise _UsageError(f"unknown flag -{name}" + _suggest(name, _FLAGS).replace("'", "'-", 1))
+            raise _UsageError(f"unknown flag {_excerpt('-' + name)}" + _suggest(name, _FLAGS).replace("'", "'-", 1))
         if kind == "bool":
             if eq and value.lower() not in ("true", "false", "1", "0"):
-                raise _UsageError(f"-{name} takes no value (or =true/=false), got {value!r}")
+                raise _UsageError(f"-{name} takes no value (or =true/=false), got {_excerpt(value)}")
             opts[name] = not eq or value.lower() in ("true", "1")
             continue
         if not eq:
@@ -3677,20 +3686,20 @@ def _parse_args(argv):
                 if value < 1:
                     raise ValueError
             except ValueError:
-                raise _UsageError(f"-{name} needs a positive integer, got {value!r}") from None
+                raise _UsageError(f"-{name} needs a positive integer, got {_excerpt(str(value))}") from None
         if kind == "list":
             opts[name].append(value)
         else:
             opts[name] = value
     if positional:
         if "playbook" in opts or len(positional) > 1:
-            raise _UsageError(f"unexpected argument {positional[-1]!r}")
+            raise _UsageError(f"unexpected argument {_excerpt(positional[-1])}")
         opts["playbook"] = positional[0]
     variables = {}
     for item in opts["var"]:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise _UsageError(f"-var needs key=value, got {item!r}")
+            raise _UsageError(f"-var needs key=value, got {_excerpt(item)}")
         if value.startswith(("[", "{")):        # a list or mapping, in YAML flow style
             try:
                 value = _Document(value, f"-var {key}").root

@@ -34,7 +34,7 @@ def test_help_and_version(cli):
 
 @pytest.mark.parametrize("args, message", [
     ((), "missing -playbook FILE"),
-    (("-playbok", "x.yml"), "unknown flag -playbok (did you mean '-playbook'?)"),
+    (("-playbok", "x.yml"), "unknown flag '-playbok' (did you mean '-playbook'?)"),
     (("-playbook",), "flag -playbook needs a value"),
     (("-playbook", "x.yml", "-var", "novalue"), "-var needs key=value"),
     (("-playbook", "x.yml", "-concurrency", "zero"), "-concurrency needs a positive integer"),
