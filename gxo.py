@@ -322,19 +322,24 @@ class _Document:
 _DURATION_RE = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0,
                    "m": 60.0, "h": 3600.0}
+_MAX_DURATION = 8760 * 3600.0      # a year: more is a mistake (and overflows waits)
+_MAX_NAME = 128                     # names head every log line of their task
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _parse_duration(text):
-    """Seconds in a Go duration string ('1.5s', '300ms', '1m30s')."""
+    """Seconds in a Go duration string ('1.5s', '300ms', '1m30s'), at most a year."""
     text = text.strip()
     if text in ("0", "+0", "-0"):
         return 0.0
     body = text[1:] if text[:1] in "+-" else text
     parts = _DURATION_RE.findall(body)
     if not parts or "".join(n + u for n, u in parts) != body:
-        raise ValueError(f"invalid duration {text!r} (use Go's form, like 300ms, 1.5s, 1m30s)")
+        raise ValueError(f"invalid duration {_excerpt(text)} (use Go's form, like 300ms, 1.5s, 1m30s)")
     seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds > _MAX_DURATION:
+        raise ValueError(f"duration {_excerpt(text)} is too long: at most 8760h (a year)")
     return -seconds if text.startswith("-") else seconds
 
 
@@ -443,6 +448,13 @@ class _Loader:
                             task, field or key)
         return value
 
+    def check_name(self, container, key, task=None):
+        """A name heads its task's log lines: one line, not too long."""
+        name = container[key]
+        if len(name) > _MAX_NAME or _CONTROL_RE.search(name):
+            raise self.fail(container, key, f"a name is one line of at most {_MAX_NAME} "
+                            f"characters, got {_describe(name)}", task, key)
+
     def playbook(self):
         root = self.doc.root
         if not isinstance(root, dict):
@@ -452,6 +464,7 @@ class _Loader:
             if key not in root:
                 raise self.doc.error(self.doc.node(root), f"missing required key '{key}'")
         name = self.expect(root, "name", str, "a string")
+        self.check_name(root, "name")
         self.delimiters = self.templating(root.get("templating"), root)
         raw_tasks = self.expect(root, "tasks", list, "a list of tasks")
         if not raw_tasks:
@@ -496,11 +509,12 @@ class _Loader:
                             f"got {_describe(raw)}", t)
         if isinstance(raw.get("name"), str):
             t.name = raw["name"]
-            t.label = f"task '{t.name}' (#{index + 1})"
+            t.label = f"task {_excerpt(t.name)} (#{index + 1})"
         self.check_keys(raw, _TASK_KEYS, t)
         if "name" in raw:
             if not raw["name"] or not isinstance(raw["name"], str):
                 raise self.fail(raw, "name", "expected a non-empty string", t, "name")
+            self.check_name(raw, "name", t)
         t.key = t.name if t.name is not None else f"#{index + 1}"
         if "type" not in raw:
             raise self.fail(raw_tasks, index, "missing required key 'type' (the module to run, "
