@@ -427,6 +427,7 @@ class _Loader:
         self.playbook_dir = (os.path.dirname(os.path.abspath(doc.file)) if doc.file != "<playbook>"
                              else os.getcwd())
         self.registry = _ModuleFinder(modules_dirs)
+        self.templates = {}     # task index -> [(field, path, container, key, template)]
 
     def fail(self, container, key, message, task=None, field=None, at_key=False):
         node = (self.doc.key_node(container, key) if at_key
@@ -475,8 +476,9 @@ class _Loader:
         tasks = [self.task(i, raw, raw_tasks) for i, raw in enumerate(raw_tasks)]
         self.link(tasks)
         vars = self.render_vars(raw_vars, tasks)
+        defined = set(vars) | {"_gxo"}
         for t in tasks:
-            self.check_templates(t, set(vars) | {"_gxo"})
+            self.check_templates(t, defined)
         playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters, self.playbook_dir)
         cycle = _find_cycle(tasks, playbook.pipelines)
         if cycle:
@@ -601,11 +603,12 @@ class _Loader:
     def compile(self, t, raw):
         """Parse every template of the task and check its params statically."""
         d = self.delimiters
+        found = self.templates[t.index] = []      # for check_templates, once every var is known
         for field in ("when", "loop", "params"):
             for path, container, key, text in _strings(raw.get(field), field, raw, field):
                 if d[0] in text:
                     try:
-                        compile_template(text, d)
+                        found.append((field, path, container, key, compile_template(text, d)))
                     except TemplateError as e:
                         raise self.fail(container, key, f"template error at {e}", t, path) from None
         t._params = _compile_value(t.params, d, getattr(t.module, "raw_params", ()))
@@ -707,36 +710,33 @@ class _Loader:
 
     def check_templates(self, t, defined):
         """Every variable a template reads must exist; references become edges."""
-        raw = self.doc.root["tasks"][t.index]
         item_vars = set()
         if t.loop is not None:
             item_vars = {t.loop_var} | ({t.index_var} if t.index_var else set())
         raw_keys = getattr(t.module, "raw_params", ())
-        left = self.delimiters[0]
-        for field in ("when", "loop", "params"):
-            names = defined | set(self.registers) | (item_vars if field == "params" else set())
-            for path, container, key, text in _strings(raw.get(field), field, raw, field):
-                if left not in text:
+        for field, path, container, key, template in self.templates.pop(t.index):
+            scope = item_vars if field == "params" else ()
+            # A raw param is rendered by its module with a record on top of
+            # state: a name that is not in state may be a record's field.
+            per_record = field == "params" and _path_parts(path)[1] in raw_keys
+            for var in sorted(template.variables):
+                parts = var.split(".")
+                if parts[0] == "_gxo":
+                    self.check_status_path(t, parts, container, key, path)
                     continue
-                # A raw param is rendered by its module with a record on top of
-                # state: a name that is not in state may be a record's field.
-                per_record = field == "params" and _path_parts(path)[1] in raw_keys
-                for var in sorted(compile_template(text, self.delimiters).variables):
-                    parts = var.split(".")
-                    if parts[0] == "_gxo":
-                        self.check_status_path(t, parts, container, key, path)
-                        continue
-                    if parts[0] not in names and not per_record:
-                        raise self.fail(container, key, f"undefined variable '{parts[0]}'"
-                                        + self.hint(t, parts[0], names, item_vars), t, path)
-                    producer = self.registers.get(parts[0])
-                    if producer is not None and parts[0] not in defined:
-                        t.needs.add(producer.index)
+                if (parts[0] not in defined and parts[0] not in self.registers
+                        and parts[0] not in scope and not per_record):
+                    names = defined | set(self.registers) | set(scope)
+                    raise self.fail(container, key, f"undefined variable {_excerpt(parts[0])}"
+                                    + self.hint(t, parts[0], names, item_vars), t, path)
+                producer = self.registers.get(parts[0])
+                if producer is not None and parts[0] not in defined:
+                    t.needs.add(producer.index)
 
     def hint(self, t, name, names, item_vars):
         hint = _suggest(name, names)
         if not hint and name in item_vars:
-            hint = f" ('{name}' is the loop variable: it exists only in params)"
+            hint = f" ({_excerpt(name)} is the loop variable: it exists only in params)"
         elif not hint and name == "item" and t.loop is None:
             hint = " ('item' exists only in a task with 'loop')"
         return hint
