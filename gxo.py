@@ -164,11 +164,12 @@ def _describe(value):
 # ---------------------------------------------------------------- YAML loading
 #
 # PyYAML speaks YAML 1.1 (yes/no booleans, 0777 octals, 1:30 sexagesimals).
-# Playbooks are YAML 1.2: we let PyYAML compose the node tree with no implicit
-# typing at all, then build values ourselves with the 1.2 core schema.  The
-# node tree is kept so that an error can point at the line of any value.
+# Playbooks are YAML 1.2: we read PyYAML's parser events, with no implicit
+# typing at all, and build values ourselves with the 1.2 core schema.  PyYAML's
+# composer is not used: it recurses (a deep file crashes it) and keeps a node
+# per value (about 100 bytes of memory per byte of YAML).  We keep no position
+# at all: an error reads the text again to point at the value it is about.
 
-_PLAIN = "!gxo-plain"
 _STR, _INT, _FLOAT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _BOOL, _NULL = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"
 _SEQ, _MAP = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
@@ -179,6 +180,10 @@ _SPECIAL_FLOATS = {".inf": float("inf"), ".Inf": float("inf"), ".INF": float("in
                    "+.inf": float("inf"), "+.Inf": float("inf"), "+.INF": float("inf"),
                    "-.inf": float("-inf"), "-.Inf": float("-inf"), "-.INF": float("-inf"),
                    ".nan": float("nan"), ".NaN": float("nan"), ".NAN": float("nan")}
+_MAX_DEPTH = 100                # nesting of collections (code that walks values recurses)
+_MAX_ALIASED = 1_000_000        # values reached through aliases ("billion laughs")
+_MERGE = object()               # the pending key after a '<<' merge key
+_UNPRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _WORDS = {"null": None, "Null": None, "NULL": None, "~": None, "": None,
           "true": True, "True": True, "TRUE": True,
           "false": False, "False": False, "FALSE": False}
@@ -200,12 +205,17 @@ def _plain_scalar(text):
     return text
 
 
+def _pos(event):
+    """The position of a YAML event: line << 32 | column, both 0-based."""
+    return event.start_mark.line << 32 | event.start_mark.column
+
+
 class _Document:
-    """A parsed YAML file: its values plus the nodes they came from."""
+    """A parsed YAML file: its values, and where each of them was written."""
 
     def __init__(self, text, file):
-        self.file = file
-        self._nodes = {}            # id(list or dict) -> its YAML node
+        self.file, self._text = file, text
+        self._marks = {}        # id(list or dict) -> its marks (see _marks_of), once asked for
         self.root = self._parse(text)
 
     def _parse(self, text):
@@ -214,107 +224,246 @@ class _Document:
         except ImportError:
             raise PlaybookError("gxo needs PyYAML to read playbooks: python -m pip install pyyaml",
                                 file=self.file) from None
-        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-        class Composer(base):
-            def resolve(self, kind, value, implicit):
-                if kind is yaml.ScalarNode:
-                    return _PLAIN if implicit[0] else _STR
-                return _SEQ if kind is yaml.SequenceNode else _MAP
-
-        self._yaml = yaml
-        loader = Composer(text)
+        self._yaml, parser = yaml, None
         try:
-            node = loader.get_single_node()
+            parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+            return self._build(parser.get_event, yaml.events)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             raise PlaybookError(f"invalid YAML: {e.problem or e.context}",
                                 file=self.file, line=mark and mark.line + 1,
                                 col=mark and mark.column + 1) from None
+        except (yaml.reader.ReaderError, UnicodeEncodeError) as e:   # a character YAML refuses
+            bad = _UNPRINTABLE.search(text)     # e's position counts bytes or characters
+            pos = bad.start() if bad else 0
+            raise self.error(text.count("\n", 0, pos) << 32 | pos - text.rfind("\n", 0, pos) - 1,
+                             f"invalid YAML: {e.reason}"
+                             + (f" (character {ord(bad[0]):#06x})" if bad else "")) from None
         except yaml.YAMLError as e:
-            raise PlaybookError(f"invalid YAML: {e}", file=self.file) from None
+            raise PlaybookError(f"invalid YAML: {' '.join(str(e).split())}", file=self.file) from None
         finally:
-            loader.dispose()
-        if node is None:
-            raise PlaybookError("the playbook is empty", file=self.file)
-        return self._value(node, {})
+            if parser is not None:
+                parser.dispose()
 
-    def _value(self, node, memo):
-        tag = node.tag
-        if isinstance(node, self._yaml.ScalarNode):
-            text = node.value
-            if tag == _PLAIN:
-                return _plain_scalar(text)
+    def _build(self, next_event, ev):
+        """The value of the single document in the event stream.
+
+        Nesting is bounded by _MAX_DEPTH and the values reached through
+        aliases by _MAX_ALIASED: both are one-line errors, found early.
+        """
+        Scalar, Alias, SeqStart, MapStart = (ev.ScalarEvent, ev.AliasEvent,
+                                              ev.SequenceStartEvent, ev.MappingStartEvent)
+        append, setitem = list.append, dict.__setitem__
+        anchors, texts = {}, {}
+        stack = []      # open collections: [value, pending key, anchor, count at start, merged keys, start]
+        count = aliased = 0     # values so far, counting what aliases repeat; values aliases repeat
+        next_event()                            # StreamStart
+        if isinstance(next_event(), ev.StreamEndEvent):
+            raise PlaybookError("the playbook is empty", file=self.file)
+        while True:
+            event = start = next_event()
+            cls = type(event)
+            if cls is Scalar:
+                count += 1
+                value = self._scalar(event)
+                if event.anchor:
+                    anchors[event.anchor] = (value, 1)
+            elif cls is Alias:
+                value, size = anchors.get(event.anchor, (None, 0))
+                if not size:
+                    raise self.error(_pos(event), f"alias {_excerpt('*' + event.anchor)} "
+                                     + ("is inside its own anchor" if size is None
+                                        else "has no anchor before it"))
+                count += size
+                aliased += size
+                if aliased > _MAX_ALIASED:
+                    raise self.error(_pos(event), f"aliases repeat more than {_MAX_ALIASED:,} "
+                                     "values (an alias bomb?)")
+            elif cls is SeqStart or cls is MapStart:
+                if stack and stack[-1][1] is None and type(stack[-1][0]) is _FrozenDict:
+                    raise self.error(_pos(event), "a mapping key must be a scalar")
+                if len(stack) == _MAX_DEPTH:
+                    raise self.error(_pos(event), f"nested more than {_MAX_DEPTH} levels deep")
+                if event.tag not in (None, "!", _SEQ if cls is SeqStart else _MAP):
+                    raise self.error(_pos(event), "unsupported YAML tag "
+                                     + _excerpt(event.tag.replace("tag:yaml.org,2002:", "!!")))
+                count += 1
+                # Frozen from the start: vars and params need no frozen copy.
+                value = _FrozenList() if cls is SeqStart else _FrozenDict()
+                if event.anchor:
+                    anchors[event.anchor] = (value, None)
+                stack.append([value, None, event.anchor, count, None, event])
+                continue
+            else:                               # the end of a collection
+                frame = stack.pop()
+                value, start = frame[0], frame[5]
+                if frame[2]:
+                    anchors[frame[2]] = (value, count - frame[3] + 1)
+            if not stack:
+                break
+            frame = stack[-1]
+            parent = frame[0]
+            if type(parent) is _FrozenList:
+                append(parent, value)
+            elif frame[1] is None:              # value is a key
+                if isinstance(value, (dict, list)):
+                    raise self.error(_pos(start), "a mapping key must be a scalar")
+                if cls is Scalar and event.value == "<<" and event.implicit[0]:
+                    frame[1] = _MERGE
+                    continue
+                # Keys are text, as written (Go's map[string]): {1: x} has the key "1".
+                text = event.value if cls is Scalar else value if type(value) is str \
+                    else format_value(value)
+                key = frame[1] = texts.setdefault(text, text)
+                if key in parent and (frame[4] is None or key not in frame[4]):
+                    raise self.error(_pos(event), f"duplicate key {_excerpt(key)}")
+                if frame[4]:
+                    frame[4].discard(key)
+            else:                               # value is the value of the pending key
+                key, frame[1] = frame[1], None
+                if key is _MERGE:
+                    self._merge(frame, value, _pos(start))
+                else:
+                    setitem(parent, key, value)
+        next_event()                            # DocumentEnd
+        event = next_event()
+        if not isinstance(event, ev.StreamEndEvent):
+            raise self.error(_pos(event), "a playbook is one YAML document; found a second one")
+        return value
+
+    def _scalar(self, event):
+        """The value of a scalar by its tag (YAML 1.2 core schema)."""
+        tag, text = event.tag, event.value
+        try:
+            if tag is None or tag == "!":
+                return _plain_scalar(text) if event.implicit[0] else text
             if tag == _STR:
                 return text
             short = tag.replace("tag:yaml.org,2002:", "!!")
             kind = _SCALAR_TAGS.get(tag)
             if kind is None:
-                raise self.error(node, f"unsupported YAML tag {short}")
+                raise self.error(_pos(event), f"unsupported YAML tag {_excerpt(short)}")
             value = _plain_scalar(text)
             if kind is float and type(value) is int:
                 value = float(value)
             if type(value) is not kind:
-                raise self.error(node, f"cannot read {text!r} as {short}")
+                raise self.error(_pos(event), f"cannot read {_excerpt(text)} as {short}")
             return value
-        if id(node) in memo:        # an alias: share the value built for the anchor
-            return memo[id(node)]
-        if tag not in (_SEQ, _MAP):
-            raise self.error(node, f"unsupported YAML tag {tag}")
-        if isinstance(node, self._yaml.SequenceNode):
-            value = memo[id(node)] = []
-            value.extend(self._value(n, memo) for n in node.value)
-        else:
-            value = memo[id(node)] = {}
-            explicit = set()            # keys written here, as opposed to merged in
-            for key_node, value_node in node.value:
-                if key_node.tag == _PLAIN and key_node.value == "<<":
-                    self._merge(value, value_node, memo)
-                    continue
-                key = self._value(key_node, memo)
-                if isinstance(key, (dict, list)):
-                    raise self.error(key_node, "a mapping key must be a scalar")
-                if key in explicit:
-                    raise self.error(key_node, f"duplicate key '{key}'")
-                explicit.add(key)
-                value[key] = self._value(value_node, memo)
-        self._nodes[id(value)] = node
-        return value
+        except ValueError:          # an integer too long for int()
+            raise self.error(_pos(event), f"the number {_excerpt(text)} is too long") from None
 
-    def _merge(self, target, node, memo):
+    def _merge(self, frame, value, pos):
         """Apply a '<<' merge key: keys already present win."""
-        sources = node.value if isinstance(node, self._yaml.SequenceNode) else [node]
-        for source in sources:
-            merged = self._value(source, memo)
-            if not isinstance(merged, dict):
-                raise self.error(source, "'<<' merges a mapping or a list of mappings")
-            for key, val in merged.items():
-                target.setdefault(key, val)
+        target = frame[0]
+        merged = frame[4] = frame[4] or set()
+        for source in value if isinstance(value, list) else [value]:
+            if not isinstance(source, dict):
+                raise self.error(pos, "'<<' merges a mapping or a list of mappings")
+            for key, val in source.items():
+                if key not in target:
+                    dict.__setitem__(target, key, val)
+                    merged.add(key)
+
+    # Positions are not kept while loading (they would take more memory than
+    # the values): an error reads the text again up to the collection it is about.
 
     def node(self, container, key=None):
-        """The node of ``container[key]`` (or of the container), if known."""
-        node = self._nodes.get(id(container))
-        if node is None or key is None:
-            return node
+        """The position of ``container[key]`` (or of the container), if known."""
+        marks = self._marks_of(container)
+        if marks is None or key is None or len(marks) == 1:
+            return marks and marks[0]
         if isinstance(container, list):
-            return node.value[key] if 0 <= key < len(node.value) else node
-        for key_node, value_node in node.value:
-            if key_node.value == str(key):
-                return value_node
-        return node
+            return marks[key + 1] if 0 <= key < len(marks) - 1 else marks[0]
+        return next((marks[i + 2] for i in range(1, len(marks), 3) if marks[i] == str(key)),
+                    marks[0])
 
     def key_node(self, container, key):
-        node = self._nodes.get(id(container))
-        if node is not None and isinstance(container, dict):
-            for key_node, _ in node.value:
-                if key_node.value == str(key):
-                    return key_node
-        return node
+        """The position of the key ``key`` of a mapping (or of the container)."""
+        marks = self._marks_of(container)
+        if marks is not None and len(marks) > 1 and isinstance(container, dict):
+            return next((marks[i + 1] for i in range(1, len(marks), 3) if marks[i] == str(key)),
+                        marks[0])
+        return marks and marks[0]
 
-    def error(self, node, message, **where):
-        mark = node.start_mark if node is not None else None
-        return PlaybookError(message, file=self.file, line=mark and mark.line + 1,
-                             col=mark and mark.column + 1, **where)
+    def _marks_of(self, container):
+        """[the container's position, then per item: its position (a list) or its
+        key, the key's position and the value's position (a mapping)], or None
+        for a value not from this document."""
+        if id(container) not in self._marks:
+            path = self._path(container)
+            self._marks[id(container)] = None if path is None else self._replay(path)
+        return self._marks[id(container)]
+
+    def _path(self, target):
+        """The keys from the root to the collection ``target``, first in document order."""
+        todo, seen = [(self.root, ())], set()
+        while todo:
+            value, path = todo.pop()
+            if value is target:
+                return path
+            if isinstance(value, (dict, list)) and id(value) not in seen:
+                seen.add(id(value))
+                items = value.items() if isinstance(value, dict) else enumerate(value)
+                todo += reversed([(v, path + (k,)) for k, v in items])
+        return None
+
+    def _replay(self, path):
+        """The marks of the collection at ``path``, read from the text again;
+        just its position when the path leaves the text (an alias, a merge)."""
+        ev = self._yaml.events
+        parser = getattr(self._yaml, "CSafeLoader", self._yaml.SafeLoader)(self._text)
+        next_event = parser.get_event
+
+        def skip(event):            # past the value that starts with event
+            depth = isinstance(event, ev.CollectionStartEvent)
+            while depth:
+                event = next_event()
+                depth += (isinstance(event, ev.CollectionStartEvent)
+                          - isinstance(event, ev.CollectionEndEvent))
+
+        def items(start):           # (key event or None, value event) of each item, the values unread
+            while True:
+                event = next_event()
+                if isinstance(event, ev.CollectionEndEvent):
+                    return
+                if isinstance(start, ev.MappingStartEvent):
+                    skip(event)
+                    key, event = event, next_event()
+                    yield key, event
+                else:
+                    yield None, event
+
+        try:
+            next_event(), next_event()
+            event = next_event()            # the root
+            for step in path:
+                if not isinstance(event, ev.CollectionStartEvent):
+                    break
+                for i, (key, value) in enumerate(items(event)):
+                    if (getattr(key, "value", None) if key else i) == step:
+                        event = value
+                        break
+                    skip(value)
+                else:
+                    break
+            else:
+                if isinstance(event, ev.CollectionStartEvent):
+                    marks = [_pos(event)]
+                    for key, value in items(event):
+                        marks += (key.value if isinstance(key, ev.ScalarEvent) else None,
+                                  _pos(key), _pos(value)) if key else (_pos(value),)
+                        skip(value)
+                    return marks
+            return [_pos(event)]
+        finally:
+            parser.dispose()
+
+    def error(self, pos, message, **where):
+        """A PlaybookError pointing at ``pos`` (a position from node/key_node)."""
+        line = col = None
+        if pos is not None:
+            line, col = (pos >> 32) + 1, (pos & 0xFFFFFFFF) + 1
+        return PlaybookError(message, file=self.file, line=line, col=col, **where)
 
 
 # ---------------------------------------------------------------- playbook loading and validation
@@ -399,24 +548,28 @@ def load_playbook(source, vars=None, *, modules_dirs=()):
     line, task and field, if anything is wrong; nothing has run by then.
     """
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source):
-        file = os.fspath(source)
-        try:
-            with open(file, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise PlaybookError(f"cannot read the playbook: {e.strerror}", file=file) from None
-        except UnicodeDecodeError:
-            raise PlaybookError("the playbook is not UTF-8 text", file=file) from None
+        file, text = os.fspath(source), None
     else:
         file, text = "<playbook>", source
     import gc
     collecting = gc.isenabled()
     gc.disable()        # loading makes many objects and no garbage: collections are waste
     try:
+        if text is None:
+            try:
+                with open(file, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as e:
+                raise PlaybookError(f"cannot read the playbook: {e.strerror}", file=file) from None
+            except UnicodeDecodeError:
+                raise PlaybookError("the playbook is not UTF-8 text", file=file) from None
         return _Loader(_Document(text, file), dict(vars or {}), modules_dirs).playbook()
+    except MemoryError:
+        pass            # reported below, once what was built is freed
     finally:
         if collecting:
             gc.enable()
+    raise PlaybookError("out of memory while loading the playbook", file=file)
 
 
 class _Loader:
@@ -2355,6 +2508,7 @@ def _compile_value(value, delimiters, raw_keys=()):
         return None
 
     render = build(value, raw_keys)
+    del build       # it refers to itself: a cycle, and playbooks load with the collector off
     return _Compiled(_freeze(value), render, frozenset(variables))
 
 
@@ -3726,6 +3880,14 @@ def _parse_args(argv):
 
 def main(argv=None):
     """The gxo command; returns the exit code."""
+    try:
+        return _main(argv)
+    except MemoryError:     # wherever it happens: one line, never a traceback
+        sys.stderr.write("gxo: out of memory\n")
+        return 1
+
+
+def _main(argv):
     try:
         opts = _parse_args(sys.argv[1:] if argv is None else argv)
         if opts.get("h") or opts.get("help"):

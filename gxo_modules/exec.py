@@ -124,7 +124,7 @@ def _environment(p):
                 val = "true" if val else "false"
             if not isinstance(val, (str, int, float)):
                 raise gxo.ParamError(f"environment.{key}",
-                                     f"expected a string, got {type(val).__name__}")
+                                     f"expected a string, got {gxo._describe(val)}")
             env[str(key)] = str(val)
         return env
     raise gxo.ParamError("environment", "expected a list of KEY=value or a mapping")
