@@ -138,7 +138,7 @@ def _suggest(word, choices):
 
 def _excerpt(text, limit=40):
     """Quote a user's text for a message; a long one is cut to its head and
-    tail, with its length: 'aaaaaaaaaaaaaaaaaaaaaaaaaaa…aaaaaaaaaaa' (10,000 chars)."""
+    tail, with its length: 'aaaa…aaa' (10,000 chars)."""
     if len(text) <= limit:
         return repr(text)
     head = limit * 2 // 3
@@ -167,7 +167,7 @@ def _describe(value):
 # Playbooks are YAML 1.2: we read PyYAML's parser events, with no implicit
 # typing at all, and build values ourselves with the 1.2 core schema.  PyYAML's
 # composer is not used: it recurses (a deep file crashes it) and keeps a node
-# per value (about 100 bytes of memory per byte of YAML).  We keep no position
+# per value (about 90 bytes of memory per byte of YAML).  We keep no position
 # at all: an error reads the text again to point at the value it is about.
 
 _STR, _INT, _FLOAT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
@@ -237,8 +237,8 @@ class _Document:
             bad = _UNPRINTABLE.search(text)     # e's position counts bytes or characters
             pos = bad.start() if bad else 0
             raise self.error(text.count("\n", 0, pos) << 32 | pos - text.rfind("\n", 0, pos) - 1,
-                             f"invalid YAML: {e.reason}"
-                             + (f" (character {ord(bad[0]):#06x})" if bad else "")) from None
+                             f"invalid YAML: character {ord(bad[0]):#06x} is not allowed" if bad
+                             else f"invalid YAML: {e.reason}") from None
         except yaml.YAMLError as e:
             raise PlaybookError(f"invalid YAML: {' '.join(str(e).split())}", file=self.file) from None
         finally:
