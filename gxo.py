@@ -78,8 +78,8 @@ class PlaybookError(GxoError):
             where += ": "
         if self.task:
             where += f"{self.task}: "
-        if self.field:
-            where += f"{self.field}: "
+        if self.field:      # a path of the user's keys: long only when they are
+            where += f"{self.field if len(self.field) <= 80 else _excerpt(self.field, 80)}: "
         return where + self.message
 
 
@@ -135,7 +135,16 @@ def _suggest(word, choices):
     """Return ' (did you mean 'x'?)' for the closest choice, or ''."""
     import difflib
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], 1, 0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean {_excerpt(close[0])}?)" if close else ""
+
+
+def _excerpt(text, limit=40):
+    """Quote a user's text for a message; a long one is cut to its head and
+    tail, with its length: 'aaaa…aaa' (10,000 chars)."""
+    if len(text) <= limit:
+        return repr(text)
+    head = limit * 2 // 3
+    return f"{text[:head] + '…' + text[head - limit + 1:]!r} ({len(text):,} chars)"
 
 
 def _describe(value):
@@ -145,13 +154,13 @@ def _describe(value):
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return f"the string {text!r}"
+        return f"the string {_excerpt(value)}"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, (list, tuple)):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else _excerpt(text)}"
 
 
 # ---------------------------------------------------------------- secrets
@@ -214,11 +223,12 @@ _secrets = _Secrets()
 # ---------------------------------------------------------------- YAML loading
 #
 # PyYAML speaks YAML 1.1 (yes/no booleans, 0777 octals, 1:30 sexagesimals).
-# Playbooks are YAML 1.2: we let PyYAML compose the node tree with no implicit
-# typing at all, then build values ourselves with the 1.2 core schema.  The
-# node tree is kept so that an error can point at the line of any value.
+# Playbooks are YAML 1.2: we read PyYAML's parser events, with no implicit
+# typing at all, and build values ourselves with the 1.2 core schema.  PyYAML's
+# composer is not used: it recurses (a deep file crashes it) and keeps a node
+# per value (about 90 bytes of memory per byte of YAML).  We keep no position
+# at all: an error reads the text again to point at the value it is about.
 
-_PLAIN = "!gxo-plain"
 _STR, _INT, _FLOAT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _BOOL, _NULL = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"
 _SEQ, _MAP = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
@@ -229,6 +239,10 @@ _SPECIAL_FLOATS = {".inf": float("inf"), ".Inf": float("inf"), ".INF": float("in
                    "+.inf": float("inf"), "+.Inf": float("inf"), "+.INF": float("inf"),
                    "-.inf": float("-inf"), "-.Inf": float("-inf"), "-.INF": float("-inf"),
                    ".nan": float("nan"), ".NaN": float("nan"), ".NAN": float("nan")}
+_MAX_DEPTH = 100                # nesting of collections (code that walks values recurses)
+_MAX_ALIASED = 1_000_000        # values reached through aliases ("billion laughs")
+_MERGE = object()               # the pending key after a '<<' merge key
+_UNPRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _WORDS = {"null": None, "Null": None, "NULL": None, "~": None, "": None,
           "true": True, "True": True, "TRUE": True,
           "false": False, "False": False, "FALSE": False}
@@ -250,12 +264,17 @@ def _plain_scalar(text):
     return text
 
 
+def _pos(event):
+    """The position of a YAML event: line << 32 | column, both 0-based."""
+    return event.start_mark.line << 32 | event.start_mark.column
+
+
 class _Document:
-    """A parsed YAML file: its values plus the nodes they came from."""
+    """A parsed YAML file: its values, and where each of them was written."""
 
     def __init__(self, text, file):
-        self.file = file
-        self._nodes = {}            # id(list or dict) -> its YAML node
+        self.file, self._text = file, text
+        self._marks = {}        # id(list or dict) -> its marks (see _marks_of), once asked for
         self.root = self._parse(text)
 
     def _parse(self, text):
@@ -265,107 +284,246 @@ class _Document:
             raise PlaybookError("gxo needs PyYAML to read playbooks: apt install python3-yaml, "
                                 "dnf install python3-pyyaml, python3 -m pip install pyyaml, or "
                                 "use gxo.pyz (it brings its own)", file=self.file) from None
-        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-        class Composer(base):
-            def resolve(self, kind, value, implicit):
-                if kind is yaml.ScalarNode:
-                    return _PLAIN if implicit[0] else _STR
-                return _SEQ if kind is yaml.SequenceNode else _MAP
-
-        self._yaml = yaml
-        loader = Composer(text)
+        self._yaml, parser = yaml, None
         try:
-            node = loader.get_single_node()
+            parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+            return self._build(parser.get_event, yaml.events)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             raise PlaybookError(f"invalid YAML: {e.problem or e.context}",
                                 file=self.file, line=mark and mark.line + 1,
                                 col=mark and mark.column + 1) from None
+        except (yaml.reader.ReaderError, UnicodeEncodeError) as e:   # a character YAML refuses
+            bad = _UNPRINTABLE.search(text)     # e's position counts bytes or characters
+            pos = bad.start() if bad else 0
+            raise self.error(text.count("\n", 0, pos) << 32 | pos - text.rfind("\n", 0, pos) - 1,
+                             f"invalid YAML: character {ord(bad[0]):#06x} is not allowed" if bad
+                             else f"invalid YAML: {e.reason}") from None
         except yaml.YAMLError as e:
-            raise PlaybookError(f"invalid YAML: {e}", file=self.file) from None
+            raise PlaybookError(f"invalid YAML: {' '.join(str(e).split())}", file=self.file) from None
         finally:
-            loader.dispose()
-        if node is None:
-            raise PlaybookError("the playbook is empty", file=self.file)
-        return self._value(node, {})
+            if parser is not None:
+                parser.dispose()
 
-    def _value(self, node, memo):
-        tag = node.tag
-        if isinstance(node, self._yaml.ScalarNode):
-            text = node.value
-            if tag == _PLAIN:
-                return _plain_scalar(text)
+    def _build(self, next_event, ev):
+        """The value of the single document in the event stream.
+
+        Nesting is bounded by _MAX_DEPTH and the values reached through
+        aliases by _MAX_ALIASED: both are one-line errors, found early.
+        """
+        Scalar, Alias, SeqStart, MapStart = (ev.ScalarEvent, ev.AliasEvent,
+                                              ev.SequenceStartEvent, ev.MappingStartEvent)
+        append, setitem = list.append, dict.__setitem__
+        anchors, texts = {}, {}
+        stack = []      # open collections: [value, pending key, anchor, count at start, merged keys, start]
+        count = aliased = 0     # values so far, counting what aliases repeat; values aliases repeat
+        next_event()                            # StreamStart
+        if isinstance(next_event(), ev.StreamEndEvent):
+            raise PlaybookError("the playbook is empty", file=self.file)
+        while True:
+            event = start = next_event()
+            cls = type(event)
+            if cls is Scalar:
+                count += 1
+                value = self._scalar(event)
+                if event.anchor:
+                    anchors[event.anchor] = (value, 1)
+            elif cls is Alias:
+                value, size = anchors.get(event.anchor, (None, 0))
+                if not size:
+                    raise self.error(_pos(event), f"alias {_excerpt('*' + event.anchor)} "
+                                     + ("is inside its own anchor" if size is None
+                                        else "has no anchor before it"))
+                count += size
+                aliased += size
+                if aliased > _MAX_ALIASED:
+                    raise self.error(_pos(event), f"aliases repeat more than {_MAX_ALIASED:,} "
+                                     "values (an alias bomb?)")
+            elif cls is SeqStart or cls is MapStart:
+                if stack and stack[-1][1] is None and type(stack[-1][0]) is _FrozenDict:
+                    raise self.error(_pos(event), "a mapping key must be a scalar")
+                if len(stack) == _MAX_DEPTH:
+                    raise self.error(_pos(event), f"nested more than {_MAX_DEPTH} levels deep")
+                if event.tag not in (None, "!", _SEQ if cls is SeqStart else _MAP):
+                    raise self.error(_pos(event), "unsupported YAML tag "
+                                     + _excerpt(event.tag.replace("tag:yaml.org,2002:", "!!")))
+                count += 1
+                # Frozen from the start: vars and params need no frozen copy.
+                value = _FrozenList() if cls is SeqStart else _FrozenDict()
+                if event.anchor:
+                    anchors[event.anchor] = (value, None)
+                stack.append([value, None, event.anchor, count, None, event])
+                continue
+            else:                               # the end of a collection
+                frame = stack.pop()
+                value, start = frame[0], frame[5]
+                if frame[2]:
+                    anchors[frame[2]] = (value, count - frame[3] + 1)
+            if not stack:
+                break
+            frame = stack[-1]
+            parent = frame[0]
+            if type(parent) is _FrozenList:
+                append(parent, value)
+            elif frame[1] is None:              # value is a key
+                if isinstance(value, (dict, list)):
+                    raise self.error(_pos(start), "a mapping key must be a scalar")
+                if cls is Scalar and event.value == "<<" and event.implicit[0]:
+                    frame[1] = _MERGE
+                    continue
+                # Keys are text, as written (Go's map[string]): {1: x} has the key "1".
+                text = event.value if cls is Scalar else value if type(value) is str \
+                    else format_value(value)
+                key = frame[1] = texts.setdefault(text, text)
+                if key in parent and (frame[4] is None or key not in frame[4]):
+                    raise self.error(_pos(event), f"duplicate key {_excerpt(key)}")
+                if frame[4]:
+                    frame[4].discard(key)
+            else:                               # value is the value of the pending key
+                key, frame[1] = frame[1], None
+                if key is _MERGE:
+                    self._merge(frame, value, _pos(start))
+                else:
+                    setitem(parent, key, value)
+        next_event()                            # DocumentEnd
+        event = next_event()
+        if not isinstance(event, ev.StreamEndEvent):
+            raise self.error(_pos(event), "a playbook is one YAML document; found a second one")
+        return value
+
+    def _scalar(self, event):
+        """The value of a scalar by its tag (YAML 1.2 core schema)."""
+        tag, text = event.tag, event.value
+        try:
+            if tag is None or tag == "!":
+                return _plain_scalar(text) if event.implicit[0] else text
             if tag == _STR:
                 return text
             short = tag.replace("tag:yaml.org,2002:", "!!")
             kind = _SCALAR_TAGS.get(tag)
             if kind is None:
-                raise self.error(node, f"unsupported YAML tag {short}")
+                raise self.error(_pos(event), f"unsupported YAML tag {_excerpt(short)}")
             value = _plain_scalar(text)
             if kind is float and type(value) is int:
                 value = float(value)
             if type(value) is not kind:
-                raise self.error(node, f"cannot read {text!r} as {short}")
+                raise self.error(_pos(event), f"cannot read {_excerpt(text)} as {short}")
             return value
-        if id(node) in memo:        # an alias: share the value built for the anchor
-            return memo[id(node)]
-        if tag not in (_SEQ, _MAP):
-            raise self.error(node, f"unsupported YAML tag {tag}")
-        if isinstance(node, self._yaml.SequenceNode):
-            value = memo[id(node)] = []
-            value.extend(self._value(n, memo) for n in node.value)
-        else:
-            value = memo[id(node)] = {}
-            explicit = set()            # keys written here, as opposed to merged in
-            for key_node, value_node in node.value:
-                if key_node.tag == _PLAIN and key_node.value == "<<":
-                    self._merge(value, value_node, memo)
-                    continue
-                key = self._value(key_node, memo)
-                if isinstance(key, (dict, list)):
-                    raise self.error(key_node, "a mapping key must be a scalar")
-                if key in explicit:
-                    raise self.error(key_node, f"duplicate key '{key}'")
-                explicit.add(key)
-                value[key] = self._value(value_node, memo)
-        self._nodes[id(value)] = node
-        return value
+        except ValueError:          # an integer too long for int()
+            raise self.error(_pos(event), f"the number {_excerpt(text)} is too long") from None
 
-    def _merge(self, target, node, memo):
+    def _merge(self, frame, value, pos):
         """Apply a '<<' merge key: keys already present win."""
-        sources = node.value if isinstance(node, self._yaml.SequenceNode) else [node]
-        for source in sources:
-            merged = self._value(source, memo)
-            if not isinstance(merged, dict):
-                raise self.error(source, "'<<' merges a mapping or a list of mappings")
-            for key, val in merged.items():
-                target.setdefault(key, val)
+        target = frame[0]
+        merged = frame[4] = frame[4] or set()
+        for source in value if isinstance(value, list) else [value]:
+            if not isinstance(source, dict):
+                raise self.error(pos, "'<<' merges a mapping or a list of mappings")
+            for key, val in source.items():
+                if key not in target:
+                    dict.__setitem__(target, key, val)
+                    merged.add(key)
+
+    # Positions are not kept while loading (they would take more memory than
+    # the values): an error reads the text again up to the collection it is about.
 
     def node(self, container, key=None):
-        """The node of ``container[key]`` (or of the container), if known."""
-        node = self._nodes.get(id(container))
-        if node is None or key is None:
-            return node
+        """The position of ``container[key]`` (or of the container), if known."""
+        marks = self._marks_of(container)
+        if marks is None or key is None or len(marks) == 1:
+            return marks and marks[0]
         if isinstance(container, list):
-            return node.value[key] if 0 <= key < len(node.value) else node
-        for key_node, value_node in node.value:
-            if key_node.value == str(key):
-                return value_node
-        return node
+            return marks[key + 1] if 0 <= key < len(marks) - 1 else marks[0]
+        return next((marks[i + 2] for i in range(1, len(marks), 3) if marks[i] == str(key)),
+                    marks[0])
 
     def key_node(self, container, key):
-        node = self._nodes.get(id(container))
-        if node is not None and isinstance(container, dict):
-            for key_node, _ in node.value:
-                if key_node.value == str(key):
-                    return key_node
-        return node
+        """The position of the key ``key`` of a mapping (or of the container)."""
+        marks = self._marks_of(container)
+        if marks is not None and len(marks) > 1 and isinstance(container, dict):
+            return next((marks[i + 1] for i in range(1, len(marks), 3) if marks[i] == str(key)),
+                        marks[0])
+        return marks and marks[0]
 
-    def error(self, node, message, **where):
-        mark = node.start_mark if node is not None else None
-        return PlaybookError(message, file=self.file, line=mark and mark.line + 1,
-                             col=mark and mark.column + 1, **where)
+    def _marks_of(self, container):
+        """[the container's position, then per item: its position (a list) or its
+        key, the key's position and the value's position (a mapping)], or None
+        for a value not from this document."""
+        if id(container) not in self._marks:
+            path = self._path(container)
+            self._marks[id(container)] = None if path is None else self._replay(path)
+        return self._marks[id(container)]
+
+    def _path(self, target):
+        """The keys from the root to the collection ``target``, first in document order."""
+        todo, seen = [(self.root, ())], set()
+        while todo:
+            value, path = todo.pop()
+            if value is target:
+                return path
+            if isinstance(value, (dict, list)) and id(value) not in seen:
+                seen.add(id(value))
+                items = value.items() if isinstance(value, dict) else enumerate(value)
+                todo += reversed([(v, path + (k,)) for k, v in items])
+        return None
+
+    def _replay(self, path):
+        """The marks of the collection at ``path``, read from the text again;
+        just its position when the path leaves the text (an alias, a merge)."""
+        ev = self._yaml.events
+        parser = getattr(self._yaml, "CSafeLoader", self._yaml.SafeLoader)(self._text)
+        next_event = parser.get_event
+
+        def skip(event):            # past the value that starts with event
+            depth = isinstance(event, ev.CollectionStartEvent)
+            while depth:
+                event = next_event()
+                depth += (isinstance(event, ev.CollectionStartEvent)
+                          - isinstance(event, ev.CollectionEndEvent))
+
+        def items(start):           # (key event or None, value event) of each item, the values unread
+            while True:
+                event = next_event()
+                if isinstance(event, ev.CollectionEndEvent):
+                    return
+                if isinstance(start, ev.MappingStartEvent):
+                    skip(event)
+                    key, event = event, next_event()
+                    yield key, event
+                else:
+                    yield None, event
+
+        try:
+            next_event(), next_event()
+            event = next_event()            # the root
+            for step in path:
+                if not isinstance(event, ev.CollectionStartEvent):
+                    break
+                for i, (key, value) in enumerate(items(event)):
+                    if (getattr(key, "value", None) if key else i) == step:
+                        event = value
+                        break
+                    skip(value)
+                else:
+                    break
+            else:
+                if isinstance(event, ev.CollectionStartEvent):
+                    marks = [_pos(event)]
+                    for key, value in items(event):
+                        marks += (key.value if isinstance(key, ev.ScalarEvent) else None,
+                                  _pos(key), _pos(value)) if key else (_pos(value),)
+                        skip(value)
+                    return marks
+            return [_pos(event)]
+        finally:
+            parser.dispose()
+
+    def error(self, pos, message, **where):
+        """A PlaybookError pointing at ``pos`` (a position from node/key_node)."""
+        line = col = None
+        if pos is not None:
+            line, col = (pos >> 32) + 1, (pos & 0xFFFFFFFF) + 1
+        return PlaybookError(message, file=self.file, line=line, col=col, **where)
 
 
 # ---------------------------------------------------------------- playbook loading and validation
@@ -373,19 +531,24 @@ class _Document:
 _DURATION_RE = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0,
                    "m": 60.0, "h": 3600.0}
+_MAX_DURATION = 8760 * 3600.0      # a year: more is a mistake (and overflows waits)
+_MAX_NAME = 128                     # names head every log line of their task
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _parse_duration(text):
-    """Seconds in a Go duration string ('1.5s', '300ms', '1m30s')."""
+    """Seconds in a Go duration string ('1.5s', '300ms', '1m30s'), at most a year."""
     text = text.strip()
     if text in ("0", "+0", "-0"):
         return 0.0
     body = text[1:] if text[:1] in "+-" else text
     parts = _DURATION_RE.findall(body)
     if not parts or "".join(n + u for n, u in parts) != body:
-        raise ValueError(f"invalid duration {text!r} (use Go's form, like 300ms, 1.5s, 1m30s)")
+        raise ValueError(f"invalid duration {_excerpt(text)} (use Go's form, like 300ms, 1.5s, 1m30s)")
     seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds > _MAX_DURATION:
+        raise ValueError(f"duration {_excerpt(text)} is too long: at most 8760h (a year)")
     return -seconds if text.startswith("-") else seconds
 
 
@@ -460,25 +623,29 @@ def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
     """
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
                                            and not source.lstrip().startswith("{")):
-        file = os.fspath(source)
-        try:
-            with open(file, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise PlaybookError(f"cannot read the playbook: {e.strerror}", file=file) from None
-        except UnicodeDecodeError:
-            raise PlaybookError("the playbook is not UTF-8 text", file=file) from None
+        file, text = os.fspath(source), None
     else:
         file, text = "<playbook>", source
     import gc
     collecting = gc.isenabled()
     gc.disable()        # loading makes many objects and no garbage: collections are waste
     try:
+        if text is None:
+            try:
+                with open(file, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as e:
+                raise PlaybookError(f"cannot read the playbook: {e.strerror}", file=file) from None
+            except UnicodeDecodeError:
+                raise PlaybookError("the playbook is not UTF-8 text", file=file) from None
         return _Loader(_Document(text, file), dict(vars or {}), modules_dirs,
                        var_files).playbook()
+    except MemoryError:
+        pass            # reported below, once what was built is freed
     finally:
         if collecting:
             gc.enable()
+    raise PlaybookError("out of memory while loading the playbook", file=file)
 
 
 class _Loader:
@@ -494,6 +661,7 @@ class _Loader:
         self.var_files = [d for d in map(_var_file, var_files) if d is not None]
         self.read = set()           # root names that templates read
         self.warnings = []
+        self.templates = {}         # task index -> [(field, path, container, key, template)]
 
     def fail(self, container, key, message, task=None, field=None, at_key=False):
         node = (self.doc.key_node(container, key) if at_key
@@ -503,7 +671,7 @@ class _Loader:
     def check_keys(self, mapping, allowed, task=None, field=None):
         for key in mapping:
             if key not in allowed:
-                what = f"unknown key '{key}'" + _suggest(key, allowed)
+                what = f"unknown key {_excerpt(key)}" + _suggest(key, allowed)
                 raise self.fail(mapping, key, what + f"; expected one of: {', '.join(allowed)}",
                                 task, field and f"{field}.{key}" or None, at_key=True)
 
@@ -515,6 +683,13 @@ class _Loader:
                             task, field or key)
         return value
 
+    def check_name(self, container, key, task=None):
+        """A name heads its task's log lines: one line, not too long."""
+        name = container[key]
+        if len(name) > _MAX_NAME or _CONTROL_RE.search(name):
+            raise self.fail(container, key, f"a name is one line of at most {_MAX_NAME} "
+                            f"characters, got {_describe(name)}", task, key)
+
     def playbook(self):
         root = self.doc.root
         if not isinstance(root, dict):
@@ -524,6 +699,7 @@ class _Loader:
             if key not in root:
                 raise self.doc.error(self.doc.node(root), f"missing required key '{key}'")
         name = self.expect(root, "name", str, "a string")
+        self.check_name(root, "name")
         self.delimiters = self.templating(root.get("templating"), root)
         raw_tasks = self.expect(root, "tasks", list, "a list of tasks")
         if not raw_tasks:
@@ -538,8 +714,9 @@ class _Loader:
         vars = self.render_vars(raw_vars, tasks)
         for key, value in vars.items():
             _secrets.add_named(key, value)
+        defined = set(vars) | {"_gxo"}
         for t in tasks:
-            self.check_templates(t, set(vars) | {"_gxo"})
+            self.check_templates(t, defined)
         self.check_override_names(raw_vars)
         playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters, self.playbook_dir)
         playbook.warnings.extend(str(w) for w in sorted(self.warnings, key=lambda w: w.line or 0))
@@ -574,11 +751,12 @@ class _Loader:
                             f"got {_describe(raw)}", t)
         if isinstance(raw.get("name"), str):
             t.name = raw["name"]
-            t.label = f"task '{t.name}' (#{index + 1})"
+            t.label = f"task {_excerpt(t.name)} (#{index + 1})"
         self.check_keys(raw, _TASK_KEYS, t)
         if "name" in raw:
             if not raw["name"] or not isinstance(raw["name"], str):
                 raise self.fail(raw, "name", "expected a non-empty string", t, "name")
+            self.check_name(raw, "name", t)
         t.key = t.name if t.name is not None else f"#{index + 1}"
         if "type" not in raw:
             raise self.fail(raw_tasks, index, "missing required key 'type' (the module to run, "
@@ -594,7 +772,7 @@ class _Loader:
             if raw.get(key) is not None:
                 setattr(t, key, self.expect(raw, key, str, "a string", t))
         if t.register is not None and not _IDENT_RE.match(t.register):
-            raise self.fail(raw, "register", f"'{t.register}' is not a usable variable name "
+            raise self.fail(raw, "register", f"{_excerpt(t.register)} is not a usable variable name "
                             "(letters, digits and _, not starting with a digit)", t, "register")
         if t.register == "_gxo":
             raise self.fail(raw, "register", "'_gxo' is reserved for gxo's own state", t, "register")
@@ -639,7 +817,7 @@ class _Loader:
                 return _parse_duration(value)
             except ValueError as e:
                 raise self.fail(mapping, key, str(e), t, field) from None
-        hint = f" (did you mean '{value}s'?)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        hint = f" (did you mean {_excerpt(f'{value}s')}?)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
         raise self.fail(mapping, key, f"expected a duration like '30s', got {_describe(value)}{hint}",
                         t, field)
 
@@ -654,7 +832,7 @@ class _Loader:
             if key in conf:
                 name = self.expect(conf, key, str, "a variable name", t, f"loop_control.{key}")
                 if not _IDENT_RE.match(name) or name == "_gxo":
-                    raise self.fail(conf, key, f"'{name}' is not a usable variable name", t,
+                    raise self.fail(conf, key, f"{_excerpt(name)} is not a usable variable name", t,
                                     f"loop_control.{key}")
                 setattr(t, key, name)
 
@@ -674,12 +852,13 @@ class _Loader:
     def compile(self, t, raw):
         """Parse every template of the task and check its params statically."""
         d = self.delimiters
+        found = self.templates[t.index] = []      # for check_templates, once every var is known
         for field in ("when", "loop", "params"):
             for path, container, key, text in _strings(raw.get(field), field, raw, field):
                 self.other_syntax(container, key, text, t, path)
                 if d[0] in text:
                     try:
-                        compile_template(text, d)
+                        found.append((field, path, container, key, compile_template(text, d)))
                     except TemplateError as e:
                         raise self.fail(container, key, f"template error at {e}", t, path) from None
         t._params = _compile_value(t.params, d, getattr(t.module, "raw_params", ()))
@@ -716,12 +895,12 @@ class _Loader:
             raw = self.doc.root["tasks"][t.index]
             if t.name is not None:
                 if t.name in keys:
-                    raise self.fail(raw, "name", f"duplicate task name '{t.name}' (also "
+                    raise self.fail(raw, "name", f"duplicate task name {_excerpt(t.name)} (also "
                                     f"{keys[t.name].label})", t, "name")
                 keys[t.name] = t
             if t.register is not None:
                 if t.register in registers:
-                    raise self.fail(raw, "register", f"register key '{t.register}' is already "
+                    raise self.fail(raw, "register", f"register key {_excerpt(t.register)} is already "
                                     f"used by {registers[t.register].label}", t, "register")
                 registers[t.register] = t
         self.task_keys, self.registers = keys, registers
@@ -745,12 +924,12 @@ class _Loader:
         if clash:
             name = sorted(clash)[0]
             t = registers[name]
-            raise self.fail(self.doc.root["tasks"][t.index], "register", f"register key '{name}' "
+            raise self.fail(self.doc.root["tasks"][t.index], "register", f"register key {_excerpt(name)} "
                             "is also a playbook variable; pick another name", t, "register")
 
     def named(self, keys, container, key, name, t, field=None):
         if name not in keys:
-            raise self.fail(container, key, f"no task named '{name}'" + _suggest(name, keys),
+            raise self.fail(container, key, f"no task named {_excerpt(name)}" + _suggest(name, keys),
                             t, field or key)
         return keys[name]
 
@@ -761,17 +940,18 @@ class _Loader:
             for name, value in doc.root.items():
                 if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
                     raise doc.error(doc.key_node(doc.root, name),
-                                    f"-var-file: '{name}' is not a usable variable name")
+                                    f"-var-file: {_excerpt(str(name))} is not a usable variable name")
                 data[name] = value
         for name, value in self.cli_vars.items():
             if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
-                raise PlaybookError(f"-var '{name}': not a usable variable name", file=self.doc.file)
+                raise PlaybookError(f"-var {_excerpt(str(name))}: not a usable variable name",
+                                   file=self.doc.file)
             data[name] = self.typed_var(name, value, raw_vars) if isinstance(value, str) else value
         known = set(data)
         data["_gxo"] = {"playbook_dir": self.playbook_dir}
         for name, value in raw_vars.items():
             if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
-                raise self.fail(raw_vars, name, f"'{name}' is not a usable variable name",
+                raise self.fail(raw_vars, name, f"{_excerpt(name)} is not a usable variable name",
                                 field=f"vars.{name}", at_key=True)
             if name in known:
                 continue
@@ -784,13 +964,13 @@ class _Loader:
                     self.read.add(root)
                     if root == "_gxo" and path != "_gxo.playbook_dir":
                         raise self.fail(raw_vars, name, f"vars can read only _gxo.playbook_dir, "
-                                        f"not {path}: vars are rendered before any task runs",
+                                        f"not {_excerpt(path)}: vars are rendered before any task runs",
                                         field=f"vars.{name}")
                     if root not in known and root != "_gxo":
                         later = " (it is defined later: vars are rendered in order)" if root in raw_vars else ""
                         reg = " (registered by a task: vars are rendered before any task runs)" \
                             if root in self.registers else ""
-                        raise self.fail(raw_vars, name, f"uses undefined variable '{root}'"
+                        raise self.fail(raw_vars, name, f"uses undefined variable {_excerpt(root)}"
                                         + (later or reg or _suggest(root, known)),
                                         field=f"vars.{name}")
                 data[name] = compiled(data)
@@ -809,14 +989,15 @@ class _Loader:
                 return text
             value = _yaml_value(text, name)
             return value if isinstance(value, (list, dict)) else text
-        kind = type(declared)
+        kind = list if isinstance(declared, list) else dict if isinstance(declared, dict) \
+            else type(declared)
         if kind in (list, dict):
             value = _yaml_value(text, name)
         else:
             value = _plain_scalar(text.strip()) if text.strip() else None
             if kind is float and type(value) is int:
                 value = float(value)
-        if type(value) is not kind:
+        if not (isinstance(value, kind) if kind in (list, dict) else type(value) is kind):
             what = {bool: "true or false", int: "an integer", float: "a number",
                     list: "a YAML list, like [a, b]", dict: "a YAML mapping, like {k: v}"}[kind]
             raise self.fail(raw_vars, name, f"-var {name}: expected {what} (the type of the "
@@ -840,36 +1021,33 @@ class _Loader:
 
     def check_templates(self, t, defined):
         """Every variable a template reads must exist; references become edges."""
-        raw = self.doc.root["tasks"][t.index]
         item_vars = set()
         if t.loop is not None:
             item_vars = {t.loop_var} | ({t.index_var} if t.index_var else set())
         raw_keys = getattr(t.module, "raw_params", ())
-        left = self.delimiters[0]
-        for field in ("when", "loop", "params"):
-            names = defined | set(self.registers) | (item_vars if field == "params" else set())
-            for path, container, key, text in _strings(raw.get(field), field, raw, field):
-                if left not in text:
+        for field, path, container, key, template in self.templates.pop(t.index):
+            scope = item_vars if field == "params" else ()
+            # A raw param is rendered by its module with a record on top of
+            # state: a name that is not in state may be a record's field.
+            per_record = field == "params" and _path_parts(path)[1] in raw_keys
+            for parts in sorted(template.paths):
+                self.read.add(parts[0])
+                if parts[0] == "_gxo":
+                    self.check_status_path(t, parts, container, key, path)
                     continue
-                # A raw param is rendered by its module with a record on top of
-                # state: a name that is not in state may be a record's field.
-                per_record = field == "params" and _path_parts(path)[1] in raw_keys
-                for parts in sorted(compile_template(text, self.delimiters).paths):
-                    self.read.add(parts[0])
-                    if parts[0] == "_gxo":
-                        self.check_status_path(t, parts, container, key, path)
-                        continue
-                    if parts[0] not in names and not per_record:
-                        raise self.fail(container, key, f"undefined variable '{parts[0]}'"
-                                        + self.hint(t, parts[0], names, item_vars), t, path)
-                    producer = self.registers.get(parts[0])
-                    if producer is not None and parts[0] not in defined:
-                        t.wait_for(producer.index, "data")
+                if (parts[0] not in defined and parts[0] not in self.registers
+                        and parts[0] not in scope and not per_record):
+                    names = defined | set(self.registers) | set(scope)
+                    raise self.fail(container, key, f"undefined variable {_excerpt(parts[0])}"
+                                    + self.hint(t, parts[0], names, item_vars), t, path)
+                producer = self.registers.get(parts[0])
+                if producer is not None and parts[0] not in defined:
+                    t.wait_for(producer.index, "data")
 
     def hint(self, t, name, names, item_vars):
         hint = _suggest(name, names)
         if not hint and name in item_vars:
-            hint = f" ('{name}' is the loop variable: it exists only in params)"
+            hint = f" ({_excerpt(name)} is the loop variable: it exists only in params)"
         elif not hint and name == "item" and t.loop is None:
             hint = " ('item' exists only in a task with 'loop')"
         return hint
@@ -880,16 +1058,16 @@ class _Loader:
         if parts[1] == "playbook_dir" and len(parts) == 2:
             return
         if parts[1] != "tasks":
-            raise self.fail(container, key, f"'_gxo.{'.'.join(parts[1:])}' does not exist; "
+            raise self.fail(container, key, f"{_excerpt('_gxo.' + '.'.join(parts[1:]))} does not exist; "
                             "there are _gxo.tasks.NAME.status and _gxo.playbook_dir", t, field)
         if len(parts) > 2:
             name = parts[2]
             if name not in self.task_keys:
-                raise self.fail(container, key, f"_gxo.tasks: no task named '{name}'"
+                raise self.fail(container, key, f"_gxo.tasks: no task named {_excerpt(name)}"
                                 + _suggest(name, self.task_keys), t, field)
             if len(parts) > 3 and parts[3] != "status":
                 raise self.fail(container, key, f"_gxo.tasks.{name} has only 'status', not "
-                                f"'{parts[3]}'", t, field)
+                                f"{_excerpt(parts[3])}", t, field)
             t.wait_for(self.task_keys[name].index, "status")
 
 
@@ -2710,6 +2888,7 @@ def _compile_value(value, delimiters, raw_keys=()):
         return None
 
     render = build(value, raw_keys)
+    del build       # it refers to itself: a cycle, and playbooks load with the collector off
     return _Compiled(_freeze(value), render, frozenset(variables))
 
 
@@ -3526,7 +3705,7 @@ class Params:
             return default if value is _MISSING else value
         value = self.text(name, value)
         if choices and value not in choices:
-            raise ParamError(name, f"expected one of {', '.join(choices)}, got {value!r}"
+            raise ParamError(name, f"expected one of {', '.join(choices)}, got {_excerpt(value)}"
                              + _suggest(value, choices))
         return value
 
@@ -3893,7 +4072,7 @@ class _Reporter:
         def items(index):
             for i, (item, outcome) in enumerate(zip(*self._items[index])):
                 status, reason, attempts = outcome or (SKIPPED, "not started", 0)
-                yield {"index": i, "item": _excerpt(item), "status": status, "reason": reason,
+                yield {"index": i, "item": _item_text(item), "status": status, "reason": reason,
                        "attempts": attempts}
 
         tasks = (({"name": r.name, "type": t.type, "status": r.status, "reason": r.reason,
@@ -4174,14 +4353,14 @@ def _plural(n, noun):
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _excerpt(item):
-    """A loop item as text, cut to 40 characters."""
+def _item_text(item):
+    """A loop item as text, cut to 40 characters (for the report)."""
     text = item if isinstance(item, str) else format_value(item)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _short(item):
-    return repr(_excerpt(item))
+    return _excerpt(item if isinstance(item, str) else format_value(item))
 
 
 class _Runner:
@@ -4895,10 +5074,10 @@ def _parse_args(argv):
         name, eq, value = arg.lstrip("-").partition("=")
         kind = _FLAGS.get(name)
         if kind is None:
-            raise _UsageError(f"unknown flag -{name}" + _suggest(name, _FLAGS).replace("'", "'-", 1))
+            raise _UsageError(f"unknown flag {_excerpt('-' + name)}" + _suggest(name, _FLAGS).replace("'", "'-", 1))
         if kind == "bool":
             if eq and value.lower() not in ("true", "false", "1", "0"):
-                raise _UsageError(f"-{name} takes no value (or =true/=false), got {value!r}")
+                raise _UsageError(f"-{name} takes no value (or =true/=false), got {_excerpt(value)}")
             opts[name] = not eq or value.lower() in ("true", "1")
             continue
         if not eq:
@@ -4911,7 +5090,7 @@ def _parse_args(argv):
                 if value < 1:
                     raise ValueError
             except ValueError:
-                raise _UsageError(f"-{name} needs a positive integer, got {value!r}") from None
+                raise _UsageError(f"-{name} needs a positive integer, got {_excerpt(str(value))}") from None
         if name == "executor":
             try:
                 _executor_target(value)
@@ -4923,13 +5102,13 @@ def _parse_args(argv):
             opts[name] = value
     if positional:
         if "playbook" in opts or len(positional) > 1:
-            raise _UsageError(f"unexpected argument {positional[-1]!r}")
+            raise _UsageError(f"unexpected argument {_excerpt(positional[-1])}")
         opts["playbook"] = positional[0]
     variables = {}
     for item in opts["var"]:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise _UsageError(f"-var needs key=value, got {item!r}")
+            raise _UsageError(f"-var needs key=value, got {_excerpt(item)}")
         variables[key] = value              # text: the loader types it by the declared var
     opts["var"] = variables
     if "graph" in opts and opts["graph"] not in _GRAPH_FORMS:
@@ -4942,6 +5121,14 @@ def _parse_args(argv):
 
 def main(argv=None):
     """The gxo command; returns the exit code."""
+    try:
+        return _main(argv)
+    except MemoryError:     # wherever it happens: one line, never a traceback
+        sys.stderr.write("gxo: out of memory\n")
+        return 1
+
+
+def _main(argv):
     try:
         opts = _parse_args(sys.argv[1:] if argv is None else argv)
         if opts.get("h") or opts.get("help"):

@@ -1,5 +1,6 @@
 """End-to-end tests of the gxo command: flags, exit codes, logs, signals."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 
 from conftest import ROOT
 from test_exec import alive, wait_for_lines
+from test_loader import LAUGHS
 
 OK = """
 name: ok
@@ -34,7 +36,7 @@ def test_help_and_version(cli):
 
 @pytest.mark.parametrize("args, message", [
     ((), "missing -playbook FILE"),
-    (("-playbok", "x.yml"), "unknown flag -playbok (did you mean '-playbook'?)"),
+    (("-playbok", "x.yml"), "unknown flag '-playbok' (did you mean '-playbook'?)"),
     (("-playbook",), "flag -playbook needs a value"),
     (("-playbook", "x.yml", "-var", "novalue"), "-var needs key=value"),
     (("-playbook", "x.yml", "-concurrency", "zero"), "-concurrency needs a positive integer"),
@@ -223,6 +225,74 @@ def test_signal_stops_run_and_leaves_no_process(tmp_path, signum, code):
         assert not alive(pid), f"process {pid} survived"
 
 
+# -- hostile input: one line on stderr and exit 2, whatever the file holds
+
+TRUE = "tasks: [{type: exec, params: {command: 'true'}}]\n"
+LONG = "x" * 10_000
+HOSTILE = {
+    "nested 360 deep": (f"name: x\nvars: {{a: {'[' * 360}{']' * 360}}}\n{TRUE}",
+                        ":2:109: nested more than 100 levels deep"),
+    "nested 100,000 deep": (f"name: x\nvars: {{a: {'[' * 100_000}{']' * 100_000}}}\n{TRUE}",
+                            ":2:109: nested more than 100 levels deep"),
+    "alias bomb in vars": ("name: x\nvars:\n" + "".join(f"  v{i}: {a}\n" for i, a in enumerate(LAUGHS))
+                           + TRUE, ":9:12: aliases repeat more than 1,000,000 values"),
+    "alias bomb in loop": (f"name: x\ntasks: [{{type: exec, loop: [{', '.join(LAUGHS)}], "
+                           "params: {command: 'true'}}]\n", "aliases repeat more than 1,000,000"),
+    "integer key in params": ("name: x\ntasks: [{type: log, params: {message: hi, 1: x}}]\n",
+                              ":2:46: task #1: params.1: unknown param"),
+    "huge timeout": ("name: x\ntasks: [{type: exec, timeout: 9223372036854775808ns, "
+                     "params: {command: 'true'}}]\n", "timeout: duration '9223372036854775808ns' "
+                     "is too long: at most 8760h (a year)"),
+    "huge retry delay": ("name: x\ntasks: [{type: exec, retry: {attempts: 2, delay: 1000000h}, "
+                         "params: {command: 'false'}}]\n", "retry.delay: duration '1000000h' is too long"),
+    "long unknown key": (f"name: x\ntasks:\n  - type: exec\n    ? {LONG}\n    : 1\n",
+                         ":4:7: task #1: unknown key 'xxxxxxxxxxxxxxxxxxxxxxxxxx…xxxxxxxxxxxxx' "
+                         "(10,000 chars); expected one of: name, type"),
+    "long bad value": (f"name: x\ntasks: [{{type: exec, ignore_errors: {LONG}}}]\n",
+                       "ignore_errors: expected true or false, got the string 'xxxxxxxxxxxxxxxxxxxxxxxxxx"
+                       "…xxxxxxxxxxxxx' (10,000 chars)"),
+    "long task name": (f"name: x\ntasks: [{{name: {LONG}, type: exec}}]\n",
+                       "name: a name is one line of at most 128 characters"),
+    "NUL byte": (b"name: x\x00\n" + TRUE.encode(), ":1:8: invalid YAML: character 0x0000 is not "
+                 "allowed"),
+    "not UTF-8": (b"name: caf\xe9\n" + TRUE.encode(), ": the playbook is not UTF-8 text"),
+    "empty file": (b"", ": the playbook is empty"),
+    "a directory": (None, ": cannot read the playbook: Is a directory"),
+}
+
+
+@pytest.mark.parametrize("content, message", HOSTILE.values(), ids=HOSTILE)
+def test_hostile_playbook_is_a_one_line_error(cli, tmp_path, content, message):
+    path = tmp_path / "hostile.yml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    r = cli("-playbook", str(path), timeout=30)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert r.stderr.startswith(f"gxo: {path}") and r.stderr.count("\n") == 1, r.stderr[-3000:]
+    assert message in r.stderr and len(r.stderr) < 400
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmSize from /proc")
+def test_out_of_memory_while_loading_is_a_one_line_error(tmp_path):
+    book = tmp_path / "big.yml"
+    book.write_text(f"name: x\nvars:\n  a: {'a' * (24 << 20)}\n{TRUE}")
+    # The CLI's main, with the address space capped at what it has plus 48 MiB
+    # (lifted again for the exit, where a coverage tracer may write its data).
+    code = ("import re, resource, sys, gxo\n"
+            "kib = int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+            "resource.setrlimit(resource.RLIMIT_AS, ((kib << 10) + (48 << 20), hard))\n"
+            "code = gxo.main(sys.argv[1:])\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (soft, hard))\n"
+            "sys.exit(code)\n")
+    r = subprocess.run([sys.executable, "-c", code, "-dry-run", "-playbook", str(book)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2
+    assert r.stderr == f"gxo: {book}: out of memory while loading the playbook\n"
+
+
 # -- the same entry point in-process (gxo.main), for what subprocesses do not show
 
 def test_main_in_process(tmp_path, capsys):
@@ -334,3 +404,15 @@ def test_var_file_missing(cli):
     r = cli("-var-file", "nope.yml", "-var", "extra=1", playbook=TYPED)
     assert r.returncode == 2
     assert "gxo: nope.yml: -var-file: cannot read it: No such file or directory" in r.stderr
+
+
+def test_out_of_memory_while_running_is_one_line(monkeypatch, capsys, tmp_path):
+    import gxo
+
+    def exhausted(self):
+        raise MemoryError
+    monkeypatch.setattr(gxo.Engine, "run", exhausted)
+    book = tmp_path / "p.yml"
+    book.write_text(OK)
+    assert gxo.main(["-playbook", str(book)]) == 1
+    assert capsys.readouterr().err == "gxo: out of memory\n"

@@ -361,3 +361,167 @@ def test_module_files_in_process(load, tmp_path):
     with pytest.raises(gxo.PlaybookError, match="module type 'log' is built in"):
         load("name: x\ntasks: [{type: log, params: {message: hi}}]\n",
              modules_dirs=[tmp_path / "three"])
+
+
+
+# -- hostile input: bounded, and always a one-line error naming the place
+
+def deep(n, opener="[", closer="]"):
+    return f"name: x\nvars:\n  a: {opener * n}{closer * n}\ntasks: [{{type: fake}}]\n"
+
+
+def test_nesting_is_bounded(load):
+    value = load(deep(98)).vars["a"]        # with the root and vars: 100 levels
+    for _ in range(97):
+        value = value[0]
+    assert value == []
+    for text in (deep(99), deep(360), deep(100_000)):
+        assert error(load, text) == ":3:104: nested more than 100 levels deep"
+    assert error(load, deep(1000, "{a: ", "}")) == ":3:398: nested more than 100 levels deep"
+    block = "".join(" " * i + f"k{i}:\n" for i in range(1, 200))
+    assert error(load, f"name: x\nvars:\n{block}") == ":102:101: nested more than 100 levels deep"
+
+
+LAUGHS = ['&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]'] + [
+    f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+
+
+@pytest.mark.parametrize("text", [
+    "name: x\nvars:\n" + "".join(f"  v{i}: {a}\n" for i, a in enumerate(LAUGHS))
+    + "tasks: [{type: fake}]\n",
+    f"name: x\ntasks: [{{type: fake, loop: [{', '.join(LAUGHS)}]}}]\n",
+])
+def test_alias_bombs_are_refused(load, text):
+    assert "aliases repeat more than 1,000,000 values (an alias bomb?)" in error(load, text)
+
+
+def test_aliases_that_expand_modestly_load(load):
+    pb = load("""
+        name: x
+        vars:
+          hosts: &hosts [a, b]
+          both: [*hosts, *hosts]
+        tasks: [{type: fake, loop: *hosts}]
+    """)
+    assert pb.vars["both"] == [["a", "b"], ["a", "b"]] and pb.tasks[0].loop == ["a", "b"]
+
+
+@pytest.mark.parametrize("text, message", [
+    pytest.param("n: " + "9" * 5000 + "\n", ":1:4: the number '99999999999999999999999999…"
+                 "9999999999999' (5,000 chars) is too long", id="long-int"),
+    ("a: &x [1, *x]\n", ":1:11: alias '*x' is inside its own anchor"),
+    ("a: *x\n", ":1:4: alias '*x' has no anchor before it"),
+    ("? [a]\n: 1\n", ":1:3: a mapping key must be a scalar"),
+    ("name: x\n---\nname: y\n", ":2:1: a playbook is one YAML document; found a second one"),
+    ("name: x\x00\ntasks: []\n", ":1:8: invalid YAML: character 0x0000 is not allowed"),
+    ("name: x\ntasks: [{type: fake}]\nvars: {1: a, '1': b}\n", ":3:14: duplicate key '1'"),
+])
+def test_yaml_traps(text, message):
+    with pytest.raises(gxo.PlaybookError) as info:
+        gxo.load_playbook(text)
+    assert str(info.value) == "<playbook>" + message
+
+
+def test_keys_are_text(load):
+    pb = load("""
+        name: x
+        vars: {ports: {80: http, 1.50: old, true: yes}}
+        tasks: [{type: exec, params: {command: env, environment: {1: one}}, loop: {2: two}}]
+    """)
+    assert pb.vars["ports"] == {"80": "http", "1.50": "old", "true": "yes"}
+    assert pb.tasks[0].params["environment"] == {"1": "one"} and pb.tasks[0].loop == {"2": "two"}
+    assert error(load, "name: x\ntasks: [{type: log, params: {message: hi, 1: x}}]\n") == \
+        ":2:46: task #1: params.1: unknown param; expected one of: message, level"
+
+
+@pytest.mark.parametrize("field, message", [
+    ("timeout: 9223372036854775808ns", "timeout: duration '9223372036854775808ns' is too long: "
+                                       "at most 8760h (a year)"),
+    ("timeout: 8761h", "timeout: duration '8761h' is too long"),
+    ("retry: {delay: 1000000h}", "retry.delay: duration '1000000h' is too long"),
+    ("retry: {delay: -1000000h}", "retry.delay: duration '-1000000h' is too long"),
+])
+def test_durations_are_bounded(load, field, message):
+    assert message in error(load, f"name: x\ntasks: [{{type: fake, {field}}}]\n")
+    assert load("name: x\ntasks: [{type: fake, timeout: 8760h}]\n").tasks[0].timeout == 8760 * 3600
+
+
+def test_long_values_are_excerpted(load):
+    assert gxo._excerpt("short") == "'short'"
+    assert gxo._excerpt("a" * 26 + "b" * 9974) == "'" + "a" * 26 + "…" + "b" * 13 + "' (10,000 chars)"
+    assert gxo._excerpt("x" * 100, 80).endswith("' (100 chars)")
+    long = "k" * 10_000
+    for text, expected in [
+        (f"name: x\ntasks:\n  - type: fake\n    ? {long}\n    : 1\n", "unknown key 'kkkk"),
+        (f"name: x\ntasks: [{{type: fake, ignore_errors: {long}}}]\n", "got the string 'kkkk"),
+        (f"name: x\ntasks: [{{type: fake, name: {long}}}]\n", "a name is one line of at most 128"),
+        (f"name: {long}\ntasks: [{{type: fake}}]\n", "a name is one line of at most 128"),
+        (f"name: x\ntasks: [{{type: fake, depends_on: [{long}]}}]\n", "no task named 'kkkk"),
+    ]:
+        message = error(load, text)
+        assert expected in message and "…kkkkkkkkkkkkk' (10,000 chars)" in message, message
+        assert len(message) < 300, message
+    # A long key in a field's path: the path is cut too.
+    message = error(load, f"name: x\ntasks: [{{type: exec, params: {{command: x, {'p' * 1000}: 1}}}}]\n")
+    assert message.startswith(f":2:1045: task #1: 'params.{'p' * 46}…{'p' * 26}' (1,007 chars): "
+                              "unknown param; expected one of: command, args, ")
+    assert "one line" in error(load, 'name: x\ntasks: [{type: fake, name: "a\\nb"}]\n')
+
+
+def test_out_of_memory_while_loading_is_a_playbook_error(load, monkeypatch):
+    def exhausted(*args):
+        raise MemoryError
+    monkeypatch.setattr(gxo._Document, "_build", exhausted)
+    assert error(load, "name: x\ntasks: [{type: fake}]\n") == ": out of memory while loading the playbook"
+
+
+def test_positions_are_found_again_on_error(load):
+    text = """
+        name: x
+        vars:
+          slow: &slow {attempts: 0}
+          base: &base {delay: 1s}
+        tasks:
+          - {name: a, type: fake}
+          - {name: b, type: fake, depends_on: [a, c]}
+    """
+    assert error(load, text) == ":8:43: task 'b' (#2): depends_on: no task named 'c'"
+    assert error(load, text.replace("depends_on: [a, c]", "retry: *slow")) == \
+        ":4:26: task 'b' (#2): retry.attempts: must be at least 1"
+    assert error(load, text.replace("depends_on: [a, c]", "retry: {<<: *base, attempts: 0}")) == \
+        ":8:56: task 'b' (#2): retry.attempts: must be at least 1"
+    assert error(load, text.replace("depends_on: [a, c]", "retry: {<<: *base, tries: 2}")) == \
+        ":8:46: task 'b' (#2): retry.tries: unknown key 'tries'; expected one of: attempts, " \
+        "delay, on_error"
+
+
+def test_tags_anchors_and_odd_keys():
+    pb = gxo.load_playbook("""
+name: x
+vars: {s: !!str 1, i: !!int "5", f: !!float 1, b: !!bool true, n: !!null "", five: &five 5,
+       again: *five, by_alias: {*five : v}, plain: ! 7}
+tasks: [{type: fake}]
+""")
+    assert pb.vars == {"s": "1", "i": 5, "f": 1.0, "b": True, "n": None, "five": 5, "again": 5,
+                       "by_alias": {"5": "v"}, "plain": 7}
+    for text, message in [
+        ("a: !!set {x}\n", ":1:4: unsupported YAML tag '!!set'"),
+        ("a: !!binary aGk=\n", ":1:4: unsupported YAML tag '!!binary'"),
+        ("m: &m {a: 1}\nb: {*m : x}\n", ":2:5: a mapping key must be a scalar"),
+        ("a: {<<: [1]}\n", ":1:9: '<<' merges a mapping or a list of mappings"),
+    ]:
+        with pytest.raises(gxo.PlaybookError) as info:
+            gxo.load_playbook(text)
+        assert str(info.value) == "<playbook>" + message
+
+
+def test_positions_of_values_only_merged_in(load):
+    # retry exists only through the merge: the error points at the task that merges it.
+    assert error(load, """
+        name: x
+        tasks:
+          - {type: fake, <<: {retry: {tries: 1}}}
+    """) == ":4:5: task #1: retry.tries: unknown key 'tries'; expected one of: attempts, delay, on_error"
+    doc = gxo._Document("a: &x [1]\nb: *x\n", "f.yml")
+    assert doc._replay(("b", 0)) == [1 << 32 | 3]           # the path meets an alias: its place
+    assert doc.node({"not": "from the document"}, "not") is None
