@@ -117,15 +117,15 @@ class DaskExecutor(gxo.Executor):
             self.log.info(f"{self.name}: exec calls by worker:\n" + "\n".join(
                 f"  {task}: {', '.join(where)}" for task, where in by_task.items()))
         # The cluster first (closing the client first logs tracebacks), and quietly:
-        # a closing scheduler logs the stop-event waits of workers as errors.
-        quiet = logging.getLogger("distributed")
-        level = quiet.level
-        quiet.setLevel(logging.CRITICAL)
-        try:
-            for thing in self._owned:
-                thing.close()
-        finally:
-            quiet.setLevel(level)
+        # a closing scheduler logs the stop-event waits of workers as errors, and
+        # its comms log tracebacks from their threads even after close returns, so
+        # the quiet stays (only a cluster of ours is closed here).
+        if self._owned:
+            for name in ["distributed", *logging.root.manager.loggerDict]:
+                if name.startswith("distributed"):
+                    logging.getLogger(name).setLevel(logging.CRITICAL)
+        for thing in self._owned:
+            thing.close()
 
 
 class _DaskCall:

@@ -214,16 +214,19 @@ def test_dask_local_in_python(run):
 
 
 def test_dask_local_runs_a_cluster_of_its_own(cli):
-    r = cli("-executor", "dask://local?workers=2&threads=1", playbook="""
+    r = cli("-executor", "dask://local?workers=2", playbook="""
         name: x
         tasks:
           - {name: a, type: exec, register: a, params: {command: echo, args: [hi]}}
           - {name: b, type: log, params: {message: "<< .a.stdout >> from << .a.worker >>"}}
+          # Calls in parallel keep the comms busy as the cluster closes: nothing may be logged then.
+          - {name: many, type: exec, loop: [1, 2, 3, 4, 5, 6], loop_control: {parallel: 6},
+             params: {command: echo, args: ["<< .item >>"]}}
           - {name: p, type: exec, params: {command: seq, args: ["3"]}}
           - {name: c, type: collect, stream_input: p}
         """)
     assert r.returncode == 0, r.stderr
-    assert "executor dask://local?workers=2&threads=1: 2 workers, 2 threads" in r.stderr
+    assert "executor dask://local?workers=2&threads=4: 2 workers, 8 threads" in r.stderr
     assert "streams stay on this machine: p runs locally" in r.stderr
     assert "hi from inproc://" in r.stderr
     assert "Traceback" not in r.stderr and "distributed." not in r.stderr
