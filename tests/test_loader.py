@@ -5,6 +5,7 @@ import re
 import pytest
 
 import gxo
+from helpers import write_files
 
 
 def error(load, text, **kwargs):
@@ -348,12 +349,10 @@ def test_override_values_and_files_checked(load, tmp_path):
 
 def test_module_files_in_process(load, tmp_path):
     for folder, kind in (("one", "sameplace_a"), ("two", "sameplace_b")):
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / "sameplace.py").write_text(
-            f"import gxo\ngxo.register({kind!r}, type('M', (gxo.Module,), {{}}))\n")
-    (tmp_path / "three").mkdir()
-    (tmp_path / "three" / "log.py").write_text(
-        "import gxo\ngxo.register('log', type('M', (gxo.Module,), {}))\n")
+        write_files(tmp_path / folder, {"sameplace.py": f"import gxo\ngxo.register({kind!r}, "
+                                                        "type('M', (gxo.Module,), {}))\n"})
+    write_files(tmp_path / "three", {"log.py": "import gxo\ngxo.register('log', "
+                                               "type('M', (gxo.Module,), {}))\n"})
     pb = load("name: x\ntasks: [{type: sameplace_a}, {type: sameplace_b}]\n",
               modules_dirs=[tmp_path / "one", tmp_path / "two"])
     assert [t.module.__module__ for t in pb.tasks] == ["gxo_user_modules.sameplace",
