@@ -1,19 +1,13 @@
 """Shared fixtures: run playbooks through the API and through the CLI."""
 
 import io
-import os
 import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import gxo  # noqa: E402
+import gxo
+import mockmods  # registers the test module types (fake, emit, sink, ...)
+from helpers import ENV, gxo_command, write_playbook
 
 
 class Run:
@@ -31,8 +25,7 @@ class Run:
 def run(tmp_path):
     """run(yaml_text, **run_playbook kwargs) -> Run; the text is dedented."""
     def run(text, **kwargs):
-        path = tmp_path / "playbook.yml"
-        path.write_text(textwrap.dedent(text))
+        path = write_playbook(tmp_path, text)
         log = io.StringIO()
         kwargs.setdefault("log_level", "DEBUG")
         result = gxo.run_playbook(path, log_stream=log, **kwargs)
@@ -44,14 +37,9 @@ def run(tmp_path):
 def load(tmp_path):
     """load(yaml_text, vars=None) -> Playbook; the text is dedented."""
     def load(text, vars=None, **kwargs):
-        path = tmp_path / "playbook.yml"
-        path.write_text(textwrap.dedent(text))
+        path = write_playbook(tmp_path, text)
         return gxo.load_playbook(path, vars, **kwargs)
     return load
-
-
-# The tests' environment, without the switches that colour the log.
-_ENV = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
 
 
 @pytest.fixture
@@ -59,16 +47,10 @@ def cli(tmp_path):
     """cli(*args, playbook=None, timeout=60) -> CompletedProcess of `python gxo.py`."""
     def cli(*args, playbook=None, timeout=60, env=None):
         if playbook is not None:
-            path = tmp_path / "playbook.yml"
-            path.write_text(textwrap.dedent(playbook))
-            args = ("-playbook", str(path)) + args
-        return subprocess.run([sys.executable, str(ROOT / "gxo.py"), *args],
-                              capture_output=True, text=True, timeout=timeout,
-                              env={**_ENV, **(env or {})}, cwd=tmp_path)
+            args = ("-playbook", str(write_playbook(tmp_path, playbook))) + args
+        return subprocess.run(gxo_command(*args), capture_output=True, text=True,
+                              timeout=timeout, env={**ENV, **(env or {})}, cwd=tmp_path)
     return cli
-
-
-import mockmods  # noqa: E402,F401  (registers the fake, emit and sink modules)
 
 
 @pytest.fixture(autouse=True)

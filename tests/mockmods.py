@@ -1,5 +1,7 @@
-"""In-process modules for engine tests: no processes, fully controllable."""
+"""The test module types, in-process: no processes, fully controllable.  Every type a
+test runs is registered here, once, as the conftest imports this file."""
 
+import operator
 import threading
 import time
 import weakref
@@ -11,12 +13,14 @@ _lock = threading.Lock()
 _attempts = {}                  # task -> attempts so far (for fail_times)
 alive_at_call = {}              # task -> summaries of "tracked" still alive at each call
 _alive = weakref.WeakSet()
+handoff = threading.Event()     # "handoff" waits for "mutate" to change the record
 
 
 def reset():
     calls.clear()
     _attempts.clear()
     alive_at_call.clear()
+    handoff.clear()
 
 
 def _note(ctx, event):
@@ -137,3 +141,86 @@ class Tracked(gxo.Module):
         summary = _Summary(task=ctx.name)
         _alive.add(summary)
         return summary
+
+
+@gxo.register("dry_probe")
+class DryProbe(gxo.Module):
+    """Supports dry runs: returns whether it was called in one."""
+
+    supports_dry_run = True
+
+    def perform(self, ctx, params, state, input, outputs, errors):
+        return {"dry": ctx.dry_run}
+
+
+@gxo.register("change_state")
+class ChangeState(gxo.Module):
+    """Tries to change the ``shared`` var of the state it was given; returns what each try
+    raised ("TypeError" or what else) and a copy of ``shared``, changed."""
+
+    def perform(self, ctx, params, state, input, outputs, errors):
+        tries = {"append to a list": lambda: state["shared"]["list"].append(1),
+                 "set a key": lambda: operator.setitem(state["shared"], "key", 2),
+                 "add a var": lambda: operator.setitem(state, "new", 1)}
+        raised = {}
+        for what, change in tries.items():
+            try:
+                change()
+                raised[what] = "nothing"
+            except TypeError:
+                raised[what] = "TypeError"
+            except Exception as e:
+                raised[what] = repr(e)
+        copy = dict(state["shared"])
+        copy["key"] = 3                         # a copy is free to change
+        return {"raised": raised, "copy": copy}
+
+
+@gxo.register("mutate")
+class Mutate(gxo.Module):
+    """Consumer that changes every record it gets, then returns them."""
+
+    def parse_params(self, p):
+        return None
+
+    def perform(self, ctx, params, state, input, outputs, errors):
+        got = []
+        for record in input:
+            record["seen"] = True
+            if "tags" in record:
+                record["tags"].append("changed")        # nested values are mutable too
+            if record.get("value") == "original":
+                record["value"] = "changed by consumer 1"
+                handoff.set()
+            got.append(record)
+        return got
+
+
+@gxo.register("handoff")
+class Handoff(gxo.Module):
+    """Producer: puts one record on output 1, waits until it was changed, then on the rest."""
+
+    def parse_params(self, p):
+        return None
+
+    def perform(self, ctx, params, state, input, outputs, errors):
+        record = {"value": "original"}
+        outputs[0].put(record)
+        handoff.wait(5)
+        for out in outputs[1:]:
+            out.put(record)
+        return None
+
+
+@gxo.register("emit_then_fail")
+class EmitThenFail(gxo.Module):
+    """Producer that sends ``count`` records and then fails."""
+
+    def parse_params(self, p):
+        return {"count": p.int("count", 1)}
+
+    def perform(self, ctx, params, state, input, outputs, errors):
+        for i in range(params["count"]):
+            for out in outputs:
+                out.put({"line": f"line {i}"})
+        raise gxo.TaskError("broke after streaming")

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import gxo
+from helpers import blocked
 
 GUARD = 20      # seconds before a stuck test aborts its channel and fails
 
@@ -52,12 +53,6 @@ def start(fn, *args):
     t = threading.Thread(target=fn, args=args, daemon=True)
     t.start()
     return t
-
-
-def blocked(thread, seconds=0.1):
-    """The thread is still running after a short wait (blocked, we assume)."""
-    thread.join(seconds)
-    return thread.is_alive()
 
 
 # -- no lost wake-ups
@@ -232,6 +227,12 @@ def _writer_asleep(ch):
     return t, outcome
 
 
+def _end(ch, how):
+    """Close, detach or abort the channel, as ``how`` says."""
+    {"close": lambda: ch.close(), "detach": lambda: ch.detach("consumer gone"),
+     "abort": lambda: ch.abort("producer failed")}[how]()
+
+
 @pytest.mark.parametrize("how,expected", [
     ("close", ("records", [])),
     ("detach", ("cancelled", "consumer gone")),
@@ -240,8 +241,7 @@ def _writer_asleep(ch):
 def test_sleeping_reader_is_woken(how, expected):
     ch = gxo.Channel(2)
     t, outcome = _reader_asleep(ch)
-    {"close": lambda: ch.close(), "detach": lambda: ch.detach("consumer gone"),
-     "abort": lambda: ch.abort("producer failed")}[how]()
+    _end(ch, how)
     t.join(5)
     assert not t.is_alive() and outcome == [expected]
 
@@ -254,8 +254,7 @@ def test_sleeping_reader_is_woken(how, expected):
 def test_sleeping_writer_is_woken(how, expected):
     ch = gxo.Channel(1)
     t, outcome = _writer_asleep(ch)
-    {"close": lambda: ch.close(), "detach": lambda: ch.detach("consumer gone"),
-     "abort": lambda: ch.abort("producer failed")}[how]()
+    _end(ch, how)
     t.join(5)
     assert not t.is_alive() and [kind for kind, _ in outcome] == [expected]
     if how == "detach":

@@ -4,14 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
-from conftest import ROOT
-from test_exec import alive, wait_for_lines
-from test_loader import LAUGHS
+from helpers import (GREET, LAUGHS, ROOT, alive, busy_script, gxo_command, wait_for_lines,
+                     write_files, write_playbook)
 
 OK = """
 name: ok
@@ -152,20 +150,7 @@ def test_python_dash_m_and_positional_playbook(tmp_path):
 
 
 def test_modules_dir_and_env_path(cli, tmp_path):
-    mods = tmp_path / "mods"
-    mods.mkdir()
-    (mods / "greet.py").write_text(textwrap.dedent("""
-        import gxo
-
-        @gxo.register("greet")
-        class Greet(gxo.Module):
-            def parse_params(self, p):
-                return p.str("name", required=True)
-
-            def perform(self, ctx, params, state, input, outputs, errors):
-                ctx.log.info("hello " + params)
-                return params
-    """))
+    mods = write_files(tmp_path / "mods", {"greet.py": GREET})
     pb = """
         name: mods
         tasks:
@@ -181,9 +166,7 @@ def test_modules_dir_and_env_path(cli, tmp_path):
 
 
 def test_broken_user_module_is_a_clear_error(cli, tmp_path):
-    mods = tmp_path / "mods"
-    mods.mkdir()
-    (mods / "oops.py").write_text("import gxo\ndef broken(:\n")
+    mods = write_files(tmp_path / "mods", {"oops.py": "import gxo\ndef broken(:\n"})
     r = cli("-modules-dir", str(mods), playbook="""
         name: mods
         tasks: [{name: o, type: oops}]
@@ -195,24 +178,22 @@ def test_broken_user_module_is_a_clear_error(cli, tmp_path):
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_run_and_leaves_no_process(tmp_path, signum, code):
     pids = tmp_path / "pids"
-    path = tmp_path / "p.yml"
-    path.write_text(textwrap.dedent(f"""
+    path = write_playbook(tmp_path, f"""
         name: long
         tasks:
           - name: busy
             type: exec
             params:
               command: sh
-              args: ["-c", "echo $$ >> {pids}; sleep 60 & echo $! >> {pids}; wait"]
+              args: ["-c", "{busy_script(pids)}"]
           - name: stubborn
             type: exec
             params:
               command: sh
               args: ["-c", "trap '' TERM INT; echo $$ >> {pids}; while :; do sleep 1; done"]
           - {{name: later, type: exec, depends_on: [busy], params: {{command: "true"}}}}
-    """))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "gxo.py"), "-playbook", str(path)],
-                            stderr=subprocess.PIPE, text=True)
+    """, "p.yml")
+    proc = subprocess.Popen(gxo_command("-playbook", str(path)), stderr=subprocess.PIPE, text=True)
     found = wait_for_lines(pids, 3)
     begin = time.monotonic()
     proc.send_signal(signum)

@@ -8,8 +8,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 
 import pytest
 
@@ -17,10 +15,9 @@ distributed = pytest.importorskip("distributed", reason="the dask extra is not i
                                   "(pip install 'gxo[dask]')")
 
 import gxo  # noqa: E402
-from conftest import ROOT  # noqa: E402
 from gxo_modules import _dask  # noqa: E402
-from test_exec import alive, wait_for_lines  # noqa: E402
-from test_executors import gone  # noqa: E402
+from helpers import (alive, busy_script, gone, gxo_command, wait_for_lines, wait_until,  # noqa: E402
+                     write_playbook)
 
 LOOPBACK = "127.0.0.1:0"        # Dask's HTTP servers run even without a dashboard
 
@@ -112,7 +109,7 @@ def test_timeout_kills_the_remote_group(run, client, tmp_path):
           - name: slow
             type: exec
             timeout: 300ms
-            params: {{command: sh, args: ["-c", "echo $$ > {pids}; sleep 60 & echo $! >> {pids}; wait"]}}
+            params: {{command: sh, args: ["-c", "{busy_script(pids)}"]}}
         """, executor=client)
     assert r.status("slow") == "Failed" and r.tasks["slow"].reason == "timed out after 300ms"
     for pid in wait_for_lines(pids, 2):
@@ -256,9 +253,7 @@ def cluster(tmp_path_factory):
                                  "--nthreads", "2", "--no-dashboard", "--dashboard-address", LOOPBACK,
                                  "--no-nanny", "--host", "127.0.0.1", "--name", f"w{i}"],
                                 home, log))
-        deadline = time.monotonic() + 60
-        while not info.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(info.exists, f"no scheduler file after 60 s: see {home / 'cluster.log'}", 60)
         address = json.loads(info.read_text())["address"]
         with distributed.Client(address, set_as_default=False, timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
@@ -288,8 +283,7 @@ def test_end_to_end_on_a_real_cluster(cluster, tmp_path):
     assert set(client.run(importlib.util.find_spec, "gxo_modules").values()) == {None}
     pids, work = tmp_path / "pids", tmp_path / "work"
     work.mkdir()
-    book = tmp_path / "p.yml"
-    book.write_text(textwrap.dedent(f"""
+    book = write_playbook(tmp_path, f"""
         name: e2e
         tasks:
           - name: fan
@@ -315,9 +309,8 @@ def test_end_to_end_on_a_real_cluster(cluster, tmp_path):
           - name: show
             type: log
             params: {{message: '<< printf "%q" .rt.stdout >> on << .rt.worker >>; << len .fan >> items'}}
-    """))
-    cli = [sys.executable, str(ROOT / "gxo.py"), "-playbook", str(book),
-           "-executor", address.replace("tcp://", "dask://")]
+    """, "p.yml")
+    cli = gxo_command("-playbook", str(book), "-executor", address.replace("tcp://", "dask://"))
     r = subprocess.run(cli, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f'"{work}\\nfrom gxo\\nSHOUT" on tcp://127.0.0.1:' in r.stderr and "; 8 items" in r.stderr
@@ -326,15 +319,15 @@ def test_end_to_end_on_a_real_cluster(cluster, tmp_path):
     assert "Traceback" not in r.stderr
 
     # A SIGINT mid-run: every remote command is gone, on every worker.
-    book.write_text(textwrap.dedent(f"""
+    write_playbook(tmp_path, f"""
         name: interrupted
         tasks:
           - name: sleepers
             type: exec
             loop: [1, 2, 3, 4, 5, 6]
             loop_control: {{parallel: 4}}
-            params: {{command: sh, args: ["-c", "echo $$ >> {pids}; sleep 60 & echo $! >> {pids}; wait"]}}
-    """))
+            params: {{command: sh, args: ["-c", "{busy_script(pids)}"]}}
+    """, "p.yml")
     proc = subprocess.Popen(cli, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     found = wait_for_lines(pids, 9 + 4 * 2, timeout=60)
     proc.send_signal(signal.SIGINT)

@@ -4,13 +4,10 @@ under gxo, the open-file limit."""
 import resource
 import signal
 import subprocess
-import sys
-import textwrap
 
 import pytest
 
-from conftest import ROOT
-from test_exec import alive, wait_for_lines
+from helpers import alive, busy_script, gxo_command, wait_for_lines, write_playbook
 
 
 @pytest.fixture
@@ -19,11 +16,10 @@ def start(tmp_path):
     procs = []
 
     def start(playbook, *args, **popen):
-        path = tmp_path / "p.yml"
-        path.write_text(textwrap.dedent(playbook))
+        path = write_playbook(tmp_path, playbook, "p.yml")
         popen.setdefault("stderr", subprocess.PIPE)
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "gxo.py"), "-playbook", str(path),
-                                       *args], text=True, cwd=tmp_path, **popen))
+        procs.append(subprocess.Popen(gxo_command("-playbook", str(path), *args), text=True,
+                                      cwd=tmp_path, **popen))
         return procs[-1]
     yield start
     for proc in procs:
@@ -34,8 +30,7 @@ def start(tmp_path):
 
 def busy(pids):
     """An exec task's params that note their pids in ``pids`` and wait for a long time."""
-    return (f'{{command: sh, args: ["-c", "echo $$ >> {pids}; sleep 60 & echo $! >> {pids}; '
-            f'wait"]}}')
+    return f'{{command: sh, args: ["-c", "{busy_script(pids)}"]}}'
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

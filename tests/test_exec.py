@@ -2,13 +2,15 @@
 
 import io
 import os
+import signal
 import subprocess
-import time
 
 import pytest
 
 import gxo
 from gxo_modules import exec as exec_module
+from helpers import (alive, busy_script, gone, gxo_command, in_background, wait_for_lines,
+                     write_playbook)
 
 
 class Ctx(gxo.TaskContext):
@@ -173,49 +175,14 @@ def test_shell_injection_impossible_without_shell(tmp_path):
     assert summary["stdout"] == f"; touch {marker}" and not marker.exists()
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def gone(pid, timeout=10):
-    """True once pid is dead (a killed process dies when it is next scheduled)."""
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not alive(pid)
-
-
-def wait_for_lines(path, n, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and len(path.read_text().split()) >= n:
-            return [int(x) for x in path.read_text().split()]
-        time.sleep(0.01)
-    raise AssertionError(f"{path} never got {n} lines")
-
-
 def test_cancel_kills_the_whole_process_group(tmp_path):
     pids = tmp_path / "pids"
     ctx = Ctx()
-    script = f"echo $$ > {pids}; sleep 60 & echo $! >> {pids}; wait"
-    import threading
-    caught = []
-
-    def go():
-        try:
-            perform({"command": "sh", "args": ["-c", script]}, ctx)
-        except gxo.Cancelled as e:
-            caught.append(str(e))
-    t = threading.Thread(target=go)
-    t.start()
+    call = in_background(perform, {"command": "sh", "args": ["-c", busy_script(pids)]}, ctx)
     shell, child = wait_for_lines(pids, 2)
     ctx.cancel("timed out after 1s")
-    t.join(10)
-    assert caught == ["timed out after 1s"]
+    with pytest.raises(gxo.Cancelled, match=r"^timed out after 1s$"):
+        call.result(10)
     assert gone(shell) and gone(child)
 
 
@@ -223,14 +190,13 @@ def test_term_ignoring_process_is_killed_after_grace(tmp_path, monkeypatch):
     monkeypatch.setattr(exec_module, "GRACE", 0.2)
     pids = tmp_path / "pids"
     ctx = Ctx()
-    import threading
-    t = threading.Thread(target=lambda: pytest.raises(gxo.Cancelled, perform, {
-        "command": "sh", "args": ["-c", f"trap '' TERM; echo $$ > {pids}; sleep 60 & wait"]}, ctx))
-    t.start()
+    call = in_background(perform, {
+        "command": "sh", "args": ["-c", f"trap '' TERM; echo $$ > {pids}; sleep 60 & wait"]}, ctx)
     (shell,) = wait_for_lines(pids, 1)
     ctx.cancel("stop")
-    t.join(10)
-    assert not t.is_alive() and gone(shell)
+    with pytest.raises(gxo.Cancelled, match="^stop$"):
+        call.result(10)
+    assert gone(shell)
 
 
 def test_timeout_through_the_engine_kills_the_process(run, tmp_path):
@@ -264,38 +230,27 @@ def test_stdin_conflicts_with_stream_input():
 # -- streaming
 
 def test_exec_as_producer_emits_lines_as_they_appear():
-    out, ctx, done = gxo.Channel(100), Ctx(), []
-
-    def produce():
-        try:
-            perform({"command": "sh", "args": ["-c", "echo first; sleep 30; echo never"]},
-                    ctx, outputs=[out])
-        except gxo.Cancelled:
-            done.append("cancelled")
-    import threading
-    t = threading.Thread(target=produce)
-    t.start()
+    out, ctx = gxo.Channel(100), Ctx()
+    call = in_background(perform, {"command": "sh", "args": ["-c", "echo first; sleep 30; echo never"]},
+                         ctx, outputs=[out])
     # The first record arrives while the command still runs (not at its exit).
     assert next(iter(out)) == {"line": "first"}
     ctx.cancel("enough")
-    t.join(10)
-    assert done == ["cancelled"]
+    with pytest.raises(gxo.Cancelled):
+        call.result(10)
 
 
 def test_exec_consumer_writes_each_record_without_waiting_for_more():
-    import threading
-    inp, out, done = gxo.Channel(10), gxo.Channel(10), []
+    inp, out = gxo.Channel(10), gxo.Channel(10)
     inp.put({"line": "first"})
-    t = threading.Thread(target=lambda: done.append(
-        perform({"command": "cat", "input_field": "line"}, input=inp, outputs=[out])))
-    t.start()
+    call = in_background(perform, {"command": "cat", "input_field": "line"}, input=inp, outputs=[out])
     # The record comes back through cat while the input is still open: writes are
     # batched only from what is already queued.
     assert next(iter(out)) == {"line": "first"}
     inp.put({"line": "second"})
     inp.close()
-    t.join(30)
-    assert done[0]["records_in"] == done[0]["records_out"] == 2
+    summary = call.result(30)
+    assert summary["records_in"] == summary["records_out"] == 2
 
 
 def test_exec_consumer_and_producer_json():
@@ -362,16 +317,13 @@ def test_cli_yes_into_head_ends_and_leaves_no_process(cli, tmp_path):
 
 
 def test_producer_stops_only_when_every_consumer_detached():
-    import threading
-    a, b, ctx, done = gxo.Channel(10), gxo.Channel(10), Ctx(), []
-    t = threading.Thread(target=lambda: done.append(perform({"command": "yes"}, ctx, outputs=[a, b])))
-    t.start()
+    a, b, ctx = gxo.Channel(10), gxo.Channel(10), Ctx()
+    call = in_background(perform, {"command": "yes"}, ctx, outputs=[a, b])
     a.detach()
     assert next(iter(b)) == {"line": "y"}       # still running for b
     b.detach()
-    t.join(30)
-    assert not t.is_alive()
-    assert done[0]["exit_code"] == -15 and done[0]["records_out"] > 0
+    summary = call.result(30)
+    assert summary["exit_code"] == -15 and summary["records_out"] > 0
     assert "stopped reading: the command was stopped" in ctx.stream.getvalue()
 
 
@@ -409,13 +361,13 @@ def test_cli_timeout_ends_a_task_whose_escaped_grandchild_holds_stdout(cli, esca
 
 
 def test_cli_sigterm_ends_a_task_whose_escaped_grandchild_holds_stdout(tmp_path, escaped):
-    import signal
-    import sys
-    from conftest import ROOT
-    (tmp_path / "p.yml").write_text(
-        f'name: esc\ntasks:\n  - {{name: esc, type: exec, params: {{command: "{ESCAPE}", shell: true}}}}\n')
-    proc = subprocess.Popen([sys.executable, str(ROOT / "gxo.py"), "-playbook", "p.yml"],
-                            cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    write_playbook(tmp_path, f"""
+        name: esc
+        tasks:
+          - {{name: esc, type: exec, params: {{command: "{ESCAPE}", shell: true}}}}
+    """, "p.yml")
+    proc = subprocess.Popen(gxo_command("-playbook", "p.yml"), cwd=tmp_path, stderr=subprocess.PIPE,
+                            text=True)
     wait_for_lines(escaped, 1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -423,26 +375,18 @@ def test_cli_sigterm_ends_a_task_whose_escaped_grandchild_holds_stdout(tmp_path,
 
 
 def test_cancel_stops_feeding_stdin_held_by_an_escaped_grandchild(tmp_path, escaped):
-    import threading
-    ctx, caught = Ctx(), []
+    ctx = Ctx()
     script = ("exec 3<&0; setsid sleep 300 <&3 >/dev/null 2>&1 & echo $! > escaped.pid; "
               "exec 3<&-; exec sleep 300")
-
-    def go():
-        try:
-            perform({"command": script, "shell": True, "stdin": "x" * 300_000,
-                     "working_dir": str(tmp_path)}, ctx)
-        except gxo.Cancelled as e:
-            caught.append(str(e))
-    t = threading.Thread(target=go)
-    t.start()
+    call = in_background(perform, {"command": script, "shell": True, "stdin": "x" * 300_000,
+                                   "working_dir": str(tmp_path)}, ctx)
     wait_for_lines(escaped, 1)
     ctx.cancel("timed out after 1s")
-    t.join(30)
-    assert caught == ["timed out after 1s"]
+    with pytest.raises(gxo.Cancelled, match=r"^timed out after 1s$"):
+        call.result(30)
 
 
-# -- bounded output (issue 9, DESIGN 14)
+# -- bounded output (issue 9; README.md, exec)
 
 def test_output_over_max_output_keeps_head_and_tail():
     ctx = Ctx()

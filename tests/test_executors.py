@@ -3,23 +3,12 @@
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 import gxo
-from conftest import ROOT
 from gxo_modules import _process
-from test_exec import alive, wait_for_lines
-
-
-def gone(pid, timeout=10):
-    """Whether process ``pid`` is gone, or goes within ``timeout`` seconds (a KILLed
-    grandchild dies a moment after the signal is sent)."""
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not alive(pid)
+from helpers import ROOT, alive, busy_script, gone, in_background, wait_for_lines
 
 
 def run(spec, stop=None, kill=None):
@@ -60,8 +49,7 @@ def test_runner_reports_what_could_not_start(tmp_path):
 
 def test_runner_timeout_kills_the_group_and_a_failure_leaves_nothing(tmp_path):
     pids = tmp_path / "pids"
-    result = run({"argv": ["sh", "-c", f"echo $$ > {pids}; sleep 60 & echo $! >> {pids}; wait"],
-                  "timeout": 0.3})
+    result = run({"argv": ["sh", "-c", busy_script(pids)], "timeout": 0.3})
     assert result["timed_out"] and result["exit_code"] == -15
     # A failing command's background children go too, even when they hold no pipe.
     failed = run({"argv": ["sh", "-c", f"sleep 60 >/dev/null 2>&1 & echo $! >> {pids}; exit 3"]})
@@ -72,16 +60,13 @@ def test_runner_timeout_kills_the_group_and_a_failure_leaves_nothing(tmp_path):
 
 def test_runner_stop_terms_then_kills_after_the_grace(tmp_path):
     pids, stop, kill = tmp_path / "pids", threading.Event(), threading.Event()
-    results = []
     script = f"trap '' TERM; echo $$ > {pids}; while :; do sleep 0.1; done"
-    t = threading.Thread(target=lambda: results.append(run(
-        {"argv": ["sh", "-c", script], "grace": 60}, stop.wait, kill.wait)))
-    t.start()
+    call = in_background(run, {"argv": ["sh", "-c", script], "grace": 60}, stop.wait, kill.wait)
     pid = wait_for_lines(pids, 1)[0]
     stop.set()                      # TERM is ignored: only KILL ends it
     kill.set()
-    t.join()
-    assert results[0]["stopped"] and results[0]["exit_code"] == -9 and not alive(pid)
+    result = call.result()
+    assert result["stopped"] and result["exit_code"] == -9 and not alive(pid)
 
 
 def test_runner_treats_an_unreadable_stop_signal_as_stop(tmp_path):

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import gxo
-from conftest import ROOT
+from helpers import ROOT
 
 EXAMPLES = int(os.environ.get("GXO_FUZZ_EXAMPLES", "30"))
 BOOKS = {p.name: p.read_text() for p in sorted((ROOT / "playbooks").glob("*.yml"))}

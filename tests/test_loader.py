@@ -5,6 +5,7 @@ import re
 import pytest
 
 import gxo
+from helpers import LAUGHS, write_files
 
 
 def error(load, text, **kwargs):
@@ -348,12 +349,10 @@ def test_override_values_and_files_checked(load, tmp_path):
 
 def test_module_files_in_process(load, tmp_path):
     for folder, kind in (("one", "sameplace_a"), ("two", "sameplace_b")):
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / "sameplace.py").write_text(
-            f"import gxo\ngxo.register({kind!r}, type('M', (gxo.Module,), {{}}))\n")
-    (tmp_path / "three").mkdir()
-    (tmp_path / "three" / "log.py").write_text(
-        "import gxo\ngxo.register('log', type('M', (gxo.Module,), {}))\n")
+        write_files(tmp_path / folder, {"sameplace.py": f"import gxo\ngxo.register({kind!r}, "
+                                                        "type('M', (gxo.Module,), {}))\n"})
+    write_files(tmp_path / "three", {"log.py": "import gxo\ngxo.register('log', "
+                                               "type('M', (gxo.Module,), {}))\n"})
     pb = load("name: x\ntasks: [{type: sameplace_a}, {type: sameplace_b}]\n",
               modules_dirs=[tmp_path / "one", tmp_path / "two"])
     assert [t.module.__module__ for t in pb.tasks] == ["gxo_user_modules.sameplace",
@@ -380,10 +379,6 @@ def test_nesting_is_bounded(load):
     assert error(load, deep(1000, "{a: ", "}")) == ":3:398: nested more than 100 levels deep"
     block = "".join(" " * i + f"k{i}:\n" for i in range(1, 200))
     assert error(load, f"name: x\nvars:\n{block}") == ":102:101: nested more than 100 levels deep"
-
-
-LAUGHS = ['&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]'] + [
-    f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
 
 
 @pytest.mark.parametrize("text", [

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 import gxo
-from conftest import ROOT
+from helpers import ROOT, write_files
 
 TOOLS = """
 import gxo
@@ -37,15 +37,8 @@ USES_BOTH = """
 """
 
 
-def write(folder, files):
-    folder.mkdir(exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(textwrap.dedent(text))
-    return folder
-
-
 def test_a_file_registers_several_types_named_unlike_it(cli, tmp_path):
-    mods = write(tmp_path / "mods", {"tools.py": TOOLS})
+    mods = write_files(tmp_path / "mods", {"tools.py": TOOLS})
     r = cli("-modules-dir", str(mods), playbook=USES_BOTH)
     assert r.returncode == 0, r.stderr
     assert "[h] hello operator" in r.stderr and "[b] bye" in r.stderr
@@ -53,7 +46,7 @@ def test_a_file_registers_several_types_named_unlike_it(cli, tmp_path):
 
 def test_name_py_is_imported_first_and_alone(cli, tmp_path):
     # hello.py is the fast path: broken.py is never imported while it is enough.
-    mods = write(tmp_path / "mods", {"hello.py": TOOLS, "broken.py": "import gxo\ndef oops(:\n"})
+    mods = write_files(tmp_path / "mods", {"hello.py": TOOLS, "broken.py": "import gxo\ndef oops(:\n"})
     r = cli("-modules-dir", str(mods), playbook=USES_BOTH)
     assert r.returncode == 0, r.stderr
     r = cli("-modules-dir", str(mods), playbook="""
@@ -66,7 +59,7 @@ def test_name_py_is_imported_first_and_alone(cli, tmp_path):
 
 
 def test_unknown_type_lists_type_names_not_file_names(cli, tmp_path):
-    mods = write(tmp_path / "mods", {"tools.py": TOOLS})
+    mods = write_files(tmp_path / "mods", {"tools.py": TOOLS})
     r = cli("-modules-dir", str(mods), playbook="""
         name: mods
         tasks: [{name: x, type: helo}]
@@ -77,7 +70,7 @@ def test_unknown_type_lists_type_names_not_file_names(cli, tmp_path):
 
 
 def test_a_user_file_cannot_shadow_a_built_in_type(cli, tmp_path):
-    mods = write(tmp_path / "mods", {"log.py": """
+    mods = write_files(tmp_path / "mods", {"log.py": """
         import gxo
 
         @gxo.register("log")
@@ -99,7 +92,7 @@ def test_a_user_file_cannot_shadow_a_built_in_type(cli, tmp_path):
     """, env={"GXO_MODULES_PATH": str(mods)})
     assert r.returncode == 2 and "module type 'log' is built in" in r.stderr
     # A built-in not imported yet is recognised by its file name.
-    write(mods, {"mine.py": """
+    write_files(mods, {"mine.py": """
         import gxo
 
         for name in ("mine", "write_file"):
@@ -115,7 +108,7 @@ def test_a_user_file_cannot_shadow_a_built_in_type(cli, tmp_path):
 
 
 def test_two_files_registering_one_type(tmp_path, load):
-    mods = write(tmp_path / "mods", {"a_twice.py": """
+    mods = write_files(tmp_path / "mods", {"a_twice.py": """
         import gxo
 
         @gxo.register("twice_registered")
@@ -136,7 +129,7 @@ def test_two_files_registering_one_type(tmp_path, load):
 
 def test_other_files_are_imported_once(tmp_path, load):
     marker = tmp_path / "imports"
-    mods = write(tmp_path / "mods", {"counted_types.py": f"""
+    mods = write_files(tmp_path / "mods", {"counted_types.py": f"""
         import gxo
         with open({str(marker)!r}, "a") as f:
             f.write("imported\\n")
@@ -197,7 +190,7 @@ def test_vendored_copy_and_its_modules_share_one_kernel(tmp_path):
     app = tmp_path / "app"
     copy_kernel(app / "vendor")
     (app / "vendor" / "__init__.py").write_text("")
-    mods = write(tmp_path / "mods", {"tools.py": TOOLS})
+    mods = write_files(tmp_path / "mods", {"tools.py": TOOLS})
     (app / "main.py").write_text(textwrap.dedent(f"""
         import sys
         sys.path.append({str(ROOT)!r})
@@ -253,7 +246,7 @@ def test_missing_package_in_process(monkeypatch, load):
 
 def test_dry_run_never_calls_a_module_that_does_not_support_it(cli, tmp_path):
     marker = tmp_path / "launched"
-    mods = write(tmp_path / "mods", {"rocket.py": f"""
+    mods = write_files(tmp_path / "mods", {"rocket.py": f"""
         import gxo
 
         @gxo.register("rocket")

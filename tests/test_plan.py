@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 import gxo
-from conftest import ROOT
+from helpers import ROOT, gxo_command
 
 # One edge of each kind, a task waiting for one task for two reasons, a pipeline with
 # fan-out, an unnamed task and a task that waits for nothing.
@@ -132,7 +132,7 @@ def test_validate_into_a_closed_pipe(tmp_path):
     # `gxo -validate ... | true`: the reader is gone before gxo writes.
     path = tmp_path / "playbook.yml"
     path.write_text(PLAYBOOK)
-    p = subprocess.Popen([sys.executable, str(ROOT / "gxo.py"), "-validate", "-playbook", str(path)],
+    p = subprocess.Popen(gxo_command("-validate", "-playbook", str(path)),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     p.stdout.close()
     assert p.stderr.read() == b""

@@ -5,23 +5,22 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from conftest import ROOT
 from gxo import Engine, Logger, TaskError, load_playbook
-from test_record_modules import _expected_errors
+from helpers import ROOT, expected_errors, gxo_command
 
 PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.yml"))
 
 
-def gxo(tmp_path, name, *args):
-    return subprocess.run([sys.executable, str(ROOT / "gxo.py"), "-playbook",
-                           str(ROOT / "playbooks" / name), *args],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+def gxo(tmp_path, name, *args, env=None):
+    """Run the example ``name`` through the gxo command, from ``tmp_path``."""
+    return subprocess.run(gxo_command("-playbook", str(ROOT / "playbooks" / name), *args),
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, **(env or {})})
 
 
 def recap(stderr):
@@ -98,10 +97,7 @@ def test_cleanup_after_failure(tmp_path):
                                           "rollback": "Skipped", "rolled_back": "Skipped"}),
 ])
 def test_rollback_on_failure(tmp_path, args, code, statuses):
-    r = subprocess.run([sys.executable, str(ROOT / "gxo.py"), "-playbook",
-                        str(ROOT / "playbooks" / "rollback-on-failure.yml"), *args],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                       env={**os.environ, "TMPDIR": str(tmp_path)})
+    r = gxo(tmp_path, "rollback-on-failure.yml", *args, env={"TMPDIR": str(tmp_path)})
     assert r.returncode == code, r.stderr
     assert recap(r.stderr) == {"workspace": "Completed", "install": "Completed",
                                "switch": "Completed", "cleanup": "Completed", **statuses}
@@ -112,7 +108,7 @@ def test_rollback_on_failure(tmp_path, args, code, statuses):
 def test_stream_logs(tmp_path):
     r = gxo(tmp_path, "stream-logs.yml")
     assert r.returncode == 0, r.stderr
-    errors = _expected_errors()
+    errors = expected_errors()
     report = re.search(r"report: (\S+)", r.stderr)[1]
     assert [json.loads(line) for line in open(report)] == errors
     assert f"[summary] {len(errors)} ERROR records of 120 in" in r.stderr

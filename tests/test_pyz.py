@@ -3,12 +3,11 @@
 import importlib.util
 import subprocess
 import sys
-import textwrap
 import zipfile
 
 import pytest
 
-from conftest import ROOT
+from helpers import GREET, ROOT, write_files
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +55,7 @@ def test_runs_an_example_without_pyyaml_from_another_directory(pyz, bare_python,
 
 
 def test_user_modules_dir_with_the_pyz(pyz, bare_python, tmp_path):
-    mods = tmp_path / "mods"
-    mods.mkdir()
-    (mods / "greetings.py").write_text(textwrap.dedent("""
-        import gxo
-
-        @gxo.register("greet")
-        class Greet(gxo.Module):
-            def parse_params(self, p):
-                return p.str("name", required=True)
-
-            def perform(self, ctx, params, state, input, outputs, errors):
-                ctx.log.info(f"hello {params} from {gxo.__file__}")
-    """))
+    mods = write_files(tmp_path / "mods", {"greetings.py": GREET})   # not named for its type
     book = tmp_path / "p.yml"
     book.write_text("name: p\ntasks:\n  - {name: g, type: greet, params: {name: ops}}\n"
                     "  - {name: x, type: gretp}\n")

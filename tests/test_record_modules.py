@@ -3,7 +3,7 @@
 Unit tests call a module's perform directly with real Channels; pipeline
 tests run small playbooks through the engine; the stream-logs playbook runs
 through the CLI.  Tests named test_kernel_* show kernel problems found while
-writing these modules (see the report); they fail until the kernel is fixed.
+writing these modules (since fixed).
 """
 
 import gzip
@@ -22,8 +22,7 @@ from gxo_modules.collect import Collect
 from gxo_modules.filter import Filter
 from gxo_modules.records import Records
 from gxo_modules.write_file import WriteFile
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import APP_LOG, ROOT, expected_errors, in_background
 
 
 # ---------------------------------------------------------------- helpers
@@ -187,10 +186,8 @@ def test_records_file_is_streamed_lazily(tmp_path):
     os.mkfifo(fifo)
     out = gxo.Channel(10)
     ctx = gxo.TaskContext("t", gxo.Logger("ERROR", io.StringIO()))
-    summary = []
-    producer = threading.Thread(target=lambda: summary.append(Records().perform(
-        ctx, parse(Records, {"file": str(fifo)}), {}, None, [out], Errors())), daemon=True)
-    producer.start()
+    producer = in_background(Records().perform, ctx, parse(Records, {"file": str(fifo)}), {},
+                             None, [out], Errors())
     guard = threading.Timer(10, out.abort, ("no record before end of file: not lazy",))
     guard.start()
     try:
@@ -202,10 +199,10 @@ def test_records_file_is_streamed_lazily(tmp_path):
             w.write("second\n")
     finally:
         guard.cancel()
-    producer.join(10)
+    summary = producer.result(10)
     out.close()
     assert list(it) == [{"line": "second", "number": 2}]
-    assert summary == [{"count": 2}]
+    assert summary == {"count": 2}
 
 
 def test_records_rejects_stream_input():
@@ -761,7 +758,7 @@ def test_pipeline_records_from_params_are_plain_for_consumers(run):
             type: records
             params: {items: [{tags: [a]}, x]}
           - name: change
-            type: t_mutate
+            type: mutate
             stream_input: src
             register: changed
     """)
@@ -777,7 +774,7 @@ def test_pipeline_failed_producer_leaves_old_file_untouched(run, tmp_path):
         name: broken
         tasks:
           - name: src
-            type: t_emit_then_fail
+            type: emit_then_fail
             params: {{count: 50}}
           - name: save
             type: write_file
@@ -838,21 +835,7 @@ def test_pipeline_long_stream_small_buffer(run):
 
 # ---------------------------------------------------------------- the example playbook
 
-PLAYBOOK = os.path.join(ROOT, "playbooks", "stream-logs.yml")
-LOG = os.path.join(ROOT, "playbooks", "data", "app.jsonl")
-
-
-def _expected_errors():
-    found = []
-    with open(LOG) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("level") == "ERROR":
-                found.append(record)
-    return found
+PLAYBOOK, LOG = str(ROOT / "playbooks" / "stream-logs.yml"), str(APP_LOG)
 
 
 def test_stream_logs_playbook_through_the_api(tmp_path, monkeypatch):
@@ -860,7 +843,7 @@ def test_stream_logs_playbook_through_the_api(tmp_path, monkeypatch):
     log = io.StringIO()
     result = gxo.run_playbook(PLAYBOOK, vars={"log_file": LOG}, log_stream=log)
     assert result.ok, log.getvalue()
-    expected = _expected_errors()
+    expected = expected_errors()
     assert result.state["found"]["count"] == len(expected) > 0
     assert result.state["found"]["records"] == expected[:5]
     report = result.state["report"]["path"]
@@ -881,7 +864,7 @@ def test_stream_logs_playbook_cli_from_repo_root(tmp_path):
     reports = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files]
     assert len(reports) == 1 and reports[0].endswith("errors.jsonl")
     with open(reports[0]) as f:
-        assert len(f.readlines()) == len(_expected_errors())
+        assert len(f.readlines()) == len(expected_errors())
 
 
 def test_stream_logs_playbook_cli_from_another_directory(cli, tmp_path):
@@ -937,21 +920,20 @@ def test_kernel_where_reading_a_registered_value_waits_for_its_task(run):
 
 
 def test_fan_out_consumer_never_sees_another_consumers_change(run):
-    """DESIGN §9: 'a consumer can never see another consumer's mutation'.
+    """A consumer can never see another consumer's change to a record.
 
     Regression: when consumer 1 got the producer's own dict and the others a
     copy made at put time, consumer 1 could change the record before the
     producer had put it on the other channels (forced here with an event; in
     real life any thread switch) and they saw the change.
     """
-    _handoff.clear()
     r = run("""
         name: fan-out-isolation
         tasks:
           - name: src
-            type: t_handoff
+            type: handoff
           - name: changer
-            type: t_mutate
+            type: mutate
             stream_input: src
           - name: watcher
             type: collect
@@ -975,7 +957,7 @@ def test_kernel_timeout_interrupts_a_consumer_waiting_for_records(run):
         tasks:
           - name: slow
             type: exec
-            params: {command: sh, args: ["-c", "sleep 3; echo late"]}
+            params: {command: sleep, args: ["60"]}      # stopped once keep stops reading
           - name: keep
             type: filter
             stream_input: slow
@@ -986,61 +968,6 @@ def test_kernel_timeout_interrupts_a_consumer_waiting_for_records(run):
     keep = r.tasks["keep"]
     assert keep.status == "Failed" and "timed out" in keep.reason, (keep.status, keep.reason)
     assert keep.duration < 2.0
-
-
-# Test-only modules for the engine tests above.
-
-_handoff = threading.Event()
-
-
-@gxo.register("t_mutate")
-class _Mutate(gxo.Module):
-    """Consumer that changes every record it gets, then returns them."""
-
-    def parse_params(self, p):
-        return None
-
-    def perform(self, ctx, params, state, input, outputs, errors):
-        got = []
-        for record in input:
-            record["seen"] = True
-            if "tags" in record:
-                record["tags"].append("changed")        # nested values are mutable too
-            if record.get("value") == "original":
-                record["value"] = "changed by consumer 1"
-                _handoff.set()
-            got.append(record)
-        return got
-
-
-@gxo.register("t_handoff")
-class _Handoff(gxo.Module):
-    """Producer: puts one record on output 1, waits until it was changed, then on the rest."""
-
-    def parse_params(self, p):
-        return None
-
-    def perform(self, ctx, params, state, input, outputs, errors):
-        record = {"value": "original"}
-        outputs[0].put(record)
-        _handoff.wait(5)
-        for out in outputs[1:]:
-            out.put(record)
-        return None
-
-
-@gxo.register("t_emit_then_fail")
-class _EmitThenFail(gxo.Module):
-    """Producer that sends ``count`` records and then fails."""
-
-    def parse_params(self, p):
-        return {"count": p.int("count", 1)}
-
-    def perform(self, ctx, params, state, input, outputs, errors):
-        for i in range(params["count"]):
-            for out in outputs:
-                out.put({"line": f"line {i}"})
-        raise gxo.TaskError("broke after streaming")
 
 
 # ---------------------------------------------------------------- write_file: what it refuses

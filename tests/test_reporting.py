@@ -5,18 +5,17 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import textwrap
-import time
 
 import pytest
 
 import gxo
-from conftest import ROOT
+from helpers import ENV, ROOT, gxo_command, wait_until, write_playbook
 
 LOOP = """
 name: demo
@@ -123,8 +122,7 @@ def test_report_of_a_successful_run_and_record_errors(run, tmp_path):
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_report_is_written_when_interrupted(tmp_path, signum, code):
     started = tmp_path / "started"
-    book = tmp_path / "p.yml"
-    book.write_text(textwrap.dedent(f"""
+    book = write_playbook(tmp_path, f"""
         name: slow
         tasks:
           - name: wait
@@ -132,13 +130,11 @@ def test_report_is_written_when_interrupted(tmp_path, signum, code):
             loop: [1, 2, 3]
             params: {{command: sh, args: [-c, 'touch {started}; sleep 60']}}
           - {{name: after, type: exec, depends_on: [wait], params: {{command: "true"}}}}
-    """))
+    """, "p.yml")
     report = tmp_path / "report.json"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "gxo.py"), str(book), "-report",
-                             str(report)], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc = subprocess.Popen(gxo_command(str(book), "-report", str(report)), stderr=subprocess.PIPE,
+                            text=True)
+    wait_until(started.exists, "the first item never started", 30)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
@@ -215,7 +211,7 @@ def test_report_to_stdout_closed_early(tmp_path):
     book = tmp_path / "p.yml"
     items = json.dumps(list(range(5000)))          # a report bigger than a pipe holds
     book.write_text(f"name: x\ntasks: [{{type: log, loop: {items}, params: {{message: hi, level: debug}}}}]\n")
-    r = subprocess.run(f"{sys.executable} {ROOT / 'gxo.py'} {book} -report - | head -c 10",
+    r = subprocess.run(shlex.join(gxo_command(str(book), "-report", "-")) + " | head -c 10",
                        shell=True, capture_output=True, text=True, timeout=60)
     assert r.stdout == '{"schema":'
     assert "ERROR cannot write the report -: Broken pipe" in r.stderr
@@ -418,14 +414,11 @@ tasks:
 
 def in_pty(tmp_path, book, *args, env=None):
     """Run the gxo command with stderr on a pseudo-terminal; return (exit code, what it showed)."""
-    path = tmp_path / "tty.yml"
-    path.write_text(textwrap.dedent(book))
+    path = write_playbook(tmp_path, book, "tty.yml")
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "gxo.py"), str(path), *args],
-                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
-                            env={**base, "TERM": "xterm", **(env or {})}, cwd=tmp_path)
+    proc = subprocess.Popen(gxo_command(str(path), *args), stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave, env={**ENV, "TERM": "xterm", **(env or {})}, cwd=tmp_path)
     os.close(slave)
     chunks = []
     while True:

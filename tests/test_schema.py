@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 import gxo
-from conftest import ROOT
+from helpers import ROOT
 
 SCHEMA = json.loads((ROOT / "schema" / "playbook.schema.json").read_text())
 VALIDATOR = jsonschema.Draft7Validator(SCHEMA)
@@ -134,7 +134,7 @@ def test_invalid_playbooks(text, message, load):
 
 
 def test_register_needs_a_name():
-    # DESIGN §3 (spec 4.2): a register key belongs to a named task.
+    # A register key belongs to a named task (README.md, A playbook: register needs a name).
     errors = _errors(_yaml("name: x\ntasks: [{type: log, register: r, params: {message: m}}]\n"))
     assert errors == ["tasks/0: 'name' is a dependency of 'register'"]
 

@@ -1,4 +1,5 @@
-"""Secrets: no_log, masking of secret-looking vars and of the 'secret' function (DESIGN §14)."""
+"""Secrets: no_log, masking of secret-looking vars and of the 'secret' function
+(README.md, Secrets)."""
 
 import uuid
 

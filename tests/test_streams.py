@@ -6,6 +6,7 @@ import time
 import pytest
 
 import gxo
+from helpers import blocked
 
 
 # -- Channel
@@ -50,14 +51,14 @@ def test_channel_abort_wakes_a_blocked_side(side):
         action = lambda: list(ch)           # noqa: E731
     raised = []
 
-    def blocked():
+    def blocked_side():
         try:
             action()
         except gxo.Cancelled as e:
             raised.append(str(e))
-    t = threading.Thread(target=blocked, daemon=True)
+    t = threading.Thread(target=blocked_side, daemon=True)
     t.start()
-    time.sleep(0.05)                # let it block; the assertion below does not depend on it
+    assert blocked(t), f"{side} did not block"
     ch.abort("stream producer p failed")
     t.join(5)
     assert not t.is_alive() and raised == ["stream producer p failed"]

@@ -1,4 +1,4 @@
-"""Tests of gxo's template language (DESIGN.md section 4).
+"""Tests of gxo's template language (README.md, A playbook: Templates).
 
 The conformance cases in tests/conformance/templates.jsonl hold Go 1.19
 text/template's own outputs; the rest tests the Python API around them.

@@ -1,5 +1,5 @@
 """Text params take the text a template prints; status edges through index;
-the load-time warning for {{ }} text under << >> (DESIGN.md sections 3, 4, 16)."""
+the load-time warning for {{ }} text under << >> (README.md, A playbook: Templates)."""
 
 import pytest
 
