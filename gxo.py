@@ -38,9 +38,9 @@ import time
 from collections import ChainMap, deque
 from collections.abc import Mapping
 try:
-    from _queue import SimpleQueue              # skips importing queue (and heapq)
+    from _queue import Empty, SimpleQueue       # skips importing queue (and heapq)
 except ImportError:                             # pragma: no cover (not CPython)
-    from queue import SimpleQueue
+    from queue import Empty, SimpleQueue
 
 if __name__ != "gxo":
     # Modules do 'import gxo': let that find this very module (run as a script,
@@ -4619,6 +4619,9 @@ class RunResult:
         return f"<RunResult {self.playbook.name} exit={self.exit_code} {self.counts()}>"
 
 
+_SIGNAL_LATENCY = 0.2           # seconds: how late a signal may be handled, at most
+
+
 def _default_concurrency():
     return max(8, 4 * (os.cpu_count() or 1))
 
@@ -4684,6 +4687,15 @@ class Engine:
         name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
         self._events.put(("stop", f"interrupted by {name}", 128 + signum))
 
+    def _next_event(self):
+        """The next event, waking now and then: a signal that the kernel gave to
+        another thread runs its Python handler only once this thread wakes."""
+        while True:
+            try:
+                return self._events.get(timeout=_SIGNAL_LATENCY)
+            except Empty:
+                pass
+
     def run(self):
         """Run the playbook on its executor, opened for this run and closed after it.
 
@@ -4739,7 +4751,7 @@ class Engine:
             for job in jobs:
                 self.workers.submit(self.work, job)
             log.flush()
-            event = self._events.get()
+            event = self._next_event()
             if event[0] == "done":
                 break
             stops += 1

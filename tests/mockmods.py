@@ -224,3 +224,25 @@ class EmitThenFail(gxo.Module):
             for out in outputs:
                 out.put({"line": f"line {i}"})
         raise gxo.TaskError("broke after streaming")
+
+
+@gxo.register("signal_own_thread")
+class SignalOwnThread(gxo.Module):
+    """Sends SIGINT to the worker thread it runs on (as the kernel may pick any
+    thread for a process's signal), then waits to be cancelled."""
+
+    def perform(self, ctx, params, state, input, outputs, errors):
+        import linecache
+        import signal
+        import sys
+        main = threading.main_thread().ident
+        while True:                 # until the main thread sleeps, waiting for events
+            frame = sys._current_frames().get(main)
+            if frame and "_events.get" in linecache.getline(frame.f_code.co_filename,
+                                                             frame.f_lineno):
+                break
+            time.sleep(0.005)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        if ctx.wait(10):
+            raise gxo.Cancelled(ctx.reason)
+        return "never cancelled"

@@ -743,3 +743,18 @@ def test_a_long_chain_behind_a_failure_is_skipped(tmp_path):
     result = in_background(gxo.Engine(pb, logger=gxo.Logger("INFO", io.StringIO())).run).result(60)
     assert result.counts() == {"Completed": 0, "Failed": 1, "Skipped": 2999}
     assert result.tasks["t2999"].reason == "dependency 't0' failed"
+
+
+def test_a_signal_delivered_to_a_worker_thread_still_stops_the_run():
+    # The kernel may give a process's SIGINT to any thread; Python runs the
+    # handler on the main thread only once that thread wakes up.
+    import signal
+    engine = gxo.Engine(gxo.load_playbook(
+        "name: x\ntasks: [{name: t, type: signal_own_thread}]\n"), logger=gxo.Logger("ERROR"))
+    previous = signal.signal(signal.SIGINT, lambda n, _: engine.interrupt(n))
+    try:
+        result = engine.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 130
+    assert result.tasks["t"].reason == "cancelled: interrupted by SIGINT"
