@@ -35,7 +35,7 @@ import re
 import sys
 import threading
 import time
-from collections import ChainMap, deque
+from collections import ChainMap, deque, namedtuple
 from collections.abc import Mapping
 try:
     from _queue import Empty, SimpleQueue       # skips importing queue (and heapq)
@@ -1155,6 +1155,13 @@ _TPL_KEYWORDS = frozenset(("block", "break", "continue", "define", "else", "end"
 _TPL_WORD = re.compile(r"\w*")
 
 
+# A token: typ is text, ldelim, rdelim, space, field, var, ident, dot, bool,
+# number, char, string, raw, pipe, lparen, rparen, assign, declare, chr
+# (another printable character), a keyword (if, end, ...) or eof; value is its
+# source text and pos its offset in the template.
+_TplToken = namedtuple("_TplToken", "typ value pos")
+
+
 def _tpl_is_space(c):
     """Whether c (one character or '') is a space as Go's lexer sees it."""
     return c != "" and c in _TPL_SPACE
@@ -1162,12 +1169,7 @@ def _tpl_is_space(c):
 
 class _TplLexer:
     """Go's lexer as a state machine: each state method consumes some input,
-    appends tokens and returns the next state (None after the end).
-
-    A token is a tuple (type, source text, offset). Types: text, ldelim,
-    rdelim, space, field, var, ident, dot, bool, number, char, string, raw,
-    pipe, lparen, rparen, assign, declare, chr (another printable character),
-    a keyword (if, end, ...), eof.
+    appends tokens (_TplToken) and returns the next state (None after the end).
     """
 
     def __init__(self, text, left, right):
@@ -1183,7 +1185,9 @@ class _TplLexer:
         return self.tokens
 
     def emit(self, typ):
-        self.tokens.append((typ, self.text[self.start:self.pos], self.start))
+        # tuple.__new__ skips _TplToken's __new__, a Python call per token.
+        token = (typ, self.text[self.start:self.pos], self.start)
+        self.tokens.append(tuple.__new__(_TplToken, token))
         self.start = self.pos
 
     def error(self, reason, pos=None):
@@ -1540,6 +1544,18 @@ class _LiteralNode(_TplNode):
     __slots__ = ("value", "src")
 
 
+class _ElseNode(_TplNode):
+    """<<else>>: like _EndNode, a marker ending a body that only the parser sees.
+    chained is the if or with token of '<<else if ...>>', else None."""
+    __slots__ = ("chained",)
+    word = "else"
+
+
+class _EndNode(_TplNode):
+    __slots__ = ()
+    word = "end"
+
+
 def _tpl_src(node):
     """How an operand reads in a message."""
     if isinstance(node, _FieldNode):
@@ -1562,7 +1578,8 @@ class _TplParser:
 
     It also does Go's parse-time checks (unknown functions, undefined
     variables, break outside range) and gives each variable declaration its
-    own slot in the list of variables a render uses.
+    own slot in the list of variables a render uses. The comment above each
+    parsing method is its grammar rule, as in Go's parse.go.
     """
 
     def __init__(self, text, left, right):
@@ -1574,17 +1591,17 @@ class _TplParser:
         self.pending = ()               # names being declared by the current pipeline
         self.range_depth = 0
 
+    # The parser never reads past eof: the lexer ends every action with rdelim.
     def next(self):
-        tok = self.tokens[min(self.i, len(self.tokens) - 1)]
         self.i += 1
-        return tok
+        return self.tokens[self.i - 1]
 
     def peek(self):
-        return self.tokens[min(self.i, len(self.tokens) - 1)]
+        return self.tokens[self.i]
 
     def next_nonspace(self):
         tok = self.next()
-        while tok[0] == "space":
+        while tok.typ == "space":
             tok = self.next()
         return tok
 
@@ -1598,51 +1615,53 @@ class _TplParser:
 
     def unexpected(self, tok, context):
         what = {"eof": "end of template", "rdelim": f"'{self.right}'",
-                "ldelim": f"'{self.left}'", "text": "text"}.get(tok[0], f"'{tok[1]}'")
-        self.error(tok[2], f"unexpected {what} in {context}")
+                "ldelim": f"'{self.left}'", "text": "text"}.get(tok.typ, f"'{tok.value}'")
+        self.error(tok.pos, f"unexpected {what} in {context}")
 
     def tag(self, word):
         return f"'{self.left}{word}{self.right}'"
 
+    # template: text_or_action* eof, with no else or end outside a control
     def parse(self):
         nodes = []
-        while self.peek()[0] != "eof":
+        while self.peek().typ != "eof":
             node = self.text_or_action()
-            if isinstance(node, tuple):
-                self.error(node[1], f"unexpected {self.tag(node[0])}")
+            if isinstance(node, (_ElseNode, _EndNode)):
+                self.error(node.pos, f"unexpected {self.tag(node.word)}")
             nodes.append(node)
         return nodes
 
+    # item_list: text_or_action* up to <<else>> or <<end>>, which is returned apart
     def item_list(self, control):
-        """Nodes up to an else or end, returned as ('else'|'end', pos, chained keyword)."""
         nodes = []
-        while self.peek()[0] != "eof":
+        while self.peek().typ != "eof":
             node = self.text_or_action()
-            if isinstance(node, tuple):
+            if isinstance(node, (_ElseNode, _EndNode)):
                 return nodes, node
             nodes.append(node)
-        self.error(control[2], f"'{control[0]}' has no matching {self.tag('end')}")
+        self.error(control.pos, f"'{control.typ}' has no matching {self.tag('end')}")
 
+    # text_or_action: text | '<<' action
     def text_or_action(self):
         tok = self.next()
-        if tok[0] == "text":
-            return _TextNode(tok[2], tok[1])
+        if tok.typ == "text":
+            return _TextNode(tok.pos, tok.value)
         return self.action()            # the lexer emits only text, actions and eof here
 
+    # action: control | 'else' ('if' | 'with')? | 'end' | 'break' | 'continue' | pipeline
     def action(self):
         tok = self.next_nonspace()
-        typ, pos = tok[0], tok[2]
+        typ, pos = tok.typ, tok.pos
         if typ in ("if", "with", "range"):
             return self.control(tok)
         if typ == "else":
-            chained = self.peek_nonspace()
-            if chained[0] in ("if", "with"):
-                return ("else", pos, self.next_nonspace())
+            if self.peek_nonspace().typ in ("if", "with"):
+                return _ElseNode(pos, self.next_nonspace())
             self.expect_end_of_action("else")
-            return ("else", pos, None)
+            return _ElseNode(pos, None)
         if typ == "end":
             self.expect_end_of_action("end")
-            return ("end", pos, None)
+            return _EndNode(pos)
         if typ in ("break", "continue"):
             self.expect_end_of_action(typ)
             if not self.range_depth:
@@ -1655,61 +1674,64 @@ class _TplParser:
 
     def expect_end_of_action(self, word):
         tok = self.next_nonspace()
-        if tok[0] != "rdelim":
+        if tok.typ != "rdelim":
             self.unexpected(tok, self.tag(word))
 
+    # control: ('if' | 'with' | 'range') pipeline item_list ('else' (control | item_list))? 'end'
     def control(self, tok):
         """if, with or range up to its end; 'else if' and 'else with' chain."""
-        kind = tok[0]
+        kind = tok.typ
         mark = len(self.vars)
         pipe = self.pipeline(kind, "rdelim")
         self.range_depth += kind == "range"
         body, stop = self.item_list(tok)
         self.range_depth -= kind == "range"
         else_body = None
-        if stop[0] == "else":
-            chained = stop[2]
+        if isinstance(stop, _ElseNode):
+            chained = stop.chained
             if chained is not None:
-                if chained[0] != kind:
-                    self.error(chained[2], f"'else {chained[0]}' needs an '{chained[0]}' "
-                                           f"before it, not '{kind}'")
+                if chained.typ != kind:
+                    self.error(chained.pos, f"'else {chained.typ}' needs an '{chained.typ}' "
+                                            f"before it, not '{kind}'")
                 else_body = [self.control(chained)]   # it consumes the shared end
             else:
                 else_body, stop = self.item_list(tok)
-                if stop[0] != "end":
-                    self.error(stop[1], f"unexpected second {self.tag('else')} in '{kind}'")
+                if not isinstance(stop, _EndNode):
+                    self.error(stop.pos, f"unexpected second {self.tag('else')} in '{kind}'")
         del self.vars[mark:]
         if kind == "range":
-            return _RangeNode(tok[2], pipe, body, else_body)
-        return _IfNode(tok[2], kind, pipe, body, else_body)
+            return _RangeNode(tok.pos, pipe, body, else_body)
+        return _IfNode(tok.pos, kind, pipe, body, else_body)
 
+    # pipeline: declarations? command ('|' command)* end, where end is '>>' or ')'
+    # declarations: $x ':=' | $x '=' | $k ',' $v ':='  (the last only in range)
     def pipeline(self, context, end):
-        pos = self.peek_nonspace()[2]
+        pos = self.peek_nonspace().pos
         decls, assign = [], False
-        while True:                     # declarations: $x :=, $x =, range $i, $e :=
+        while True:
             save = self.i
             var = self.next_nonspace()
-            after = self.next_nonspace() if var[0] == "var" else None
-            if after and after[0] in ("assign", "declare"):
+            after = self.next_nonspace() if var.typ == "var" else None
+            if after and after.typ in ("assign", "declare"):
                 decls.append(var)
-                assign = after[0] == "assign"
-            elif after and after[1] == "," and after[0] == "chr":
+                assign = after.typ == "assign"
+            elif after and after.value == "," and after.typ == "chr":
                 decls.append(var)
                 if context != "range" or len(decls) > 1:
-                    self.error(after[2], f"too many variables declared in '{context}'")
-                if self.peek_nonspace()[0] != "var":
-                    self.error(after[2], "range can only declare variables")
+                    self.error(after.pos, f"too many variables declared in '{context}'")
+                if self.peek_nonspace().typ != "var":
+                    self.error(after.pos, "range can only declare variables")
                 continue
             else:
                 self.i = save
             break
-        outer, self.pending = self.pending, {d[1] for d in decls}
+        outer, self.pending = self.pending, {d.value for d in decls}
         cmds = []
         while True:
             tok = self.next_nonspace()
-            if tok[0] == end:
+            if tok.typ == end:
                 break
-            if tok[0] not in _TPL_TERMS:
+            if tok.typ not in _TPL_TERMS:
                 self.unexpected(tok, "parentheses" if end == "rparen" else context)
             self.i -= 1
             cmds.append(self.command())
@@ -1726,13 +1748,13 @@ class _TplParser:
 
     def declare(self, tok, assign):
         if assign:
-            slot = self.lookup(tok[1])
+            slot = self.lookup(tok.value)
             if slot is not None:
-                return _VariableNode(tok[2], tok[1], slot, ())
-        self.vars.append((tok[1], self.slots))
+                return _VariableNode(tok.pos, tok.value, slot, ())
+        self.vars.append((tok.value, self.slots))
         self.slots += 1
         # Go parses '$x = 1' for an undeclared $x and fails when it runs.
-        return _VariableNode(tok[2], tok[1], self.slots - 1, None if assign else ())
+        return _VariableNode(tok.pos, tok.value, self.slots - 1, None if assign else ())
 
     def lookup(self, name):
         for var, slot in reversed(self.vars):
@@ -1740,8 +1762,9 @@ class _TplParser:
                 return slot
         return None
 
+    # command: operand (space operand)*, up to '|' (taken) or '>>' or ')' (left)
     def command(self):
-        pos = self.peek_nonspace()[2]
+        pos = self.peek_nonspace().pos
         args = []
         while True:
             self.peek_nonspace()
@@ -1749,22 +1772,23 @@ class _TplParser:
             if node is not None:
                 args.append(node)
             tok = self.next()
-            if tok[0] == "space":
+            if tok.typ == "space":
                 continue
-            if tok[0] in ("rdelim", "rparen"):
+            if tok.typ in ("rdelim", "rparen"):
                 self.i -= 1
-            elif tok[0] != "pipe":
+            elif tok.typ != "pipe":
                 self.unexpected(tok, "operand")
             return _CommandNode(pos, args)
 
+    # operand: term .Field*
     def operand(self):
         """A term and the fields chained onto it: .a.b, $x.a, (pipeline).a."""
         node = self.term()
-        if node is None or self.peek()[0] != "field":
+        if node is None or self.peek().typ != "field":
             return node
         names = []
-        while self.peek()[0] == "field":
-            names.append(self.next()[1][1:])
+        while self.peek().typ == "field":
+            names.append(self.next().value[1:])
         if isinstance(node, (_FieldNode, _VariableNode)):
             node.names += tuple(names)
         elif isinstance(node, (_LiteralNode, _DotNode)):
@@ -1773,6 +1797,7 @@ class _TplParser:
             node = _ChainNode(node.pos, node, tuple(names))
         return node
 
+    # term: literal | function | '.' | .Field | $x | '(' pipeline ')'
     def term(self):
         typ, src, pos = tok = self.next_nonspace()
         if typ == "ident":
@@ -1802,16 +1827,16 @@ class _TplParser:
         return None
 
     def use_var(self, tok):
-        name = tok[1]
+        name = tok.value
         slot = self.lookup(name)
         if slot is None:
             if name not in self.pending:
                 visible = {v for v, _ in self.vars if v != "$"}
-                self.error(tok[2], f"undefined variable '{name}'{_suggest(name, visible)}")
+                self.error(tok.pos, f"undefined variable '{name}'{_suggest(name, visible)}")
             # '$x := $x' with no earlier $x: Go accepts it and fails when it runs.
             slot = self.slots
             self.slots += 1
-        return _VariableNode(tok[2], name, slot, ())
+        return _VariableNode(tok.pos, name, slot, ())
 
 
 # -- templates: values and functions

@@ -310,6 +310,15 @@ def test_index_keeps_other_key_types_and_limits():
      "variable '$x' is assigned before it is declared (declare it with '$x := ...')"),
     ("<< .a | uper >>", {}, gxo.TemplateSyntaxError, (1, 9),
      "unknown function 'uper' (did you mean 'upper'?)"),
+    ("a << else >>", {}, gxo.TemplateSyntaxError, (1, 6), "unexpected '<<else>>'"),
+    ("<< if 1 >>a<< else >>b<< else >>c<< end >>", {}, gxo.TemplateSyntaxError, (1, 26),
+     "unexpected second '<<else>>' in 'if'"),
+    ("<< with 1 >>a<< else if 2 >>b<< end >>", {}, gxo.TemplateSyntaxError, (1, 22),
+     "'else if' needs an 'if' before it, not 'with'"),
+    ("<< range $a, $b, $c := .x >><< end >>", {}, gxo.TemplateSyntaxError, (1, 16),
+     "too many variables declared in 'range'"),
+    ("<< range $a, 1 >><< end >>", {}, gxo.TemplateSyntaxError, (1, 12),
+     "range can only declare variables"),
 ])
 def test_error_messages(text, data, error, where, reason):
     with pytest.raises(error) as info:
