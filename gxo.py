@@ -290,8 +290,11 @@ class _Document:
             return self._build(parser.get_event, yaml.events)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
-            raise PlaybookError(f"invalid YAML: {e.problem or e.context}",
-                                file=self.file, line=mark and mark.line + 1,
+            problem = e.problem or e.context
+            # Newer libyaml stops at 1000 levels as it scans ahead: say it as we do.
+            problem = (f"nested more than {_MAX_DEPTH} levels deep" if "nesting depth" in problem
+                       else f"invalid YAML: {problem}")
+            raise PlaybookError(problem, file=self.file, line=mark and mark.line + 1,
                                 col=mark and mark.column + 1) from None
         except (yaml.reader.ReaderError, UnicodeEncodeError) as e:   # a character YAML refuses
             bad = _UNPRINTABLE.search(text)     # e's position counts bytes or characters

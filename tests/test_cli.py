@@ -213,8 +213,9 @@ LONG = "x" * 10_000
 HOSTILE = {
     "nested 360 deep": (f"name: x\nvars: {{a: {'[' * 360}{']' * 360}}}\n{TRUE}",
                         ":2:109: nested more than 100 levels deep"),
+    # Newer libyaml (PyYAML 6.0.4's wheels) stops first, at 1000 levels, as it scans ahead.
     "nested 100,000 deep": (f"name: x\nvars: {{a: {'[' * 100_000}{']' * 100_000}}}\n{TRUE}",
-                            ":2:109: nested more than 100 levels deep"),
+                            " nested more than 100 levels deep"),
     "alias bomb in vars": ("name: x\nvars:\n" + "".join(f"  v{i}: {a}\n" for i, a in enumerate(LAUGHS))
                            + TRUE, ":9:12: aliases repeat more than 1,000,000 values"),
     "alias bomb in loop": (f"name: x\ntasks: [{{type: exec, loop: [{', '.join(LAUGHS)}], "

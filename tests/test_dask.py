@@ -231,10 +231,18 @@ def test_dask_local_runs_a_cluster_of_its_own(cli):
 
 # -- end to end: a real scheduler and two workers, the CLI, a signal
 
+# Runs ``python -m MODULE ARGS`` where gxo cannot be imported, even where it is installed
+# (CI installs it): the cluster must run what gxo ships it by value.
+_WITHOUT_GXO = ("import runpy, sys; sys.modules.update(gxo=None, gxo_modules=None); "
+                "sys.argv = sys.argv[2:]; runpy.run_module(sys.argv[0], run_name='__main__', "
+                "alter_sys=True)")
+
+
 def _spawn(argv, cwd, log):
+    assert argv[0] == "-m"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GXO_EXECUTOR")}
-    return subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-c", _WITHOUT_GXO, *argv], cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture(scope="module")

@@ -374,8 +374,11 @@ def test_nesting_is_bounded(load):
     for _ in range(97):
         value = value[0]
     assert value == []
-    for text in (deep(99), deep(360), deep(100_000)):
+    for text in (deep(99), deep(360)):
         assert error(load, text) == ":3:104: nested more than 100 levels deep"
+    # Newer libyaml (PyYAML 6.0.4's wheels) stops first, at 1000 levels, as it scans ahead.
+    assert error(load, deep(100_000)) in (":3:104: nested more than 100 levels deep",
+                                          ":3:1004: nested more than 100 levels deep")
     assert error(load, deep(1000, "{a: ", "}")) == ":3:398: nested more than 100 levels deep"
     block = "".join(" " * i + f"k{i}:\n" for i in range(1, 200))
     assert error(load, f"name: x\nvars:\n{block}") == ":102:101: nested more than 100 levels deep"

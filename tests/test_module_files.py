@@ -230,8 +230,12 @@ def test_gxo_py_alone_says_where_it_looked(tmp_path):
     shutil.copy(ROOT / "gxo.py", tmp_path)
     book = tmp_path / "p.yml"
     book.write_text(BUILT_INS)
-    r = subprocess.run([sys.executable, "-I", str(tmp_path / "gxo.py"), "-playbook", str(book)],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    # As if gxo were not installed either (CI installs it): run gxo.py as a script, with
+    # the installed package out of reach.
+    hide = ("import runpy, sys; sys.modules['gxo_modules'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    r = subprocess.run([sys.executable, "-I", "-c", hide, str(tmp_path / "gxo.py"), "-playbook",
+                        str(book)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert r.returncode == 2
     assert ("task 'say' (#1): type: cannot find the gxo_modules package: keep the gxo_modules/ "
             f"folder next to gxo.py (looked in {tmp_path}) or install gxo with pip") in r.stderr
