@@ -37,6 +37,7 @@ def _load_gxo(path=None):
     if path:
         spec = importlib.util.spec_from_file_location("gxo_under_bench", path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module         # gxo looks itself up there as it starts
         sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
         spec.loader.exec_module(module)
         return module
