@@ -2843,11 +2843,7 @@ class Channel:
     # or the waker sees the flag: no wake-up is lost.  Whoever lowers a flag,
     # under the lock, releases its gate, so a gate is released once per sleep.
 
-    def __new__(cls, capacity=100, copy=False):
-        # Fan-out copies come from a subclass, so that put needs no branch.
-        return object.__new__(_chanCopying if copy and cls is Channel else cls)
-
-    def __init__(self, capacity=100, copy=False):
+    def __init__(self, capacity=100):
         self.capacity = max(1, int(capacity))
         self._items = deque()
         self._room = self.capacity      # put's fast path: 0 once detached or aborted
@@ -3014,11 +3010,29 @@ class Channel:
         return self._dropped + (len(self._items) if self._detached else 0)
 
 
-class _chanCopying(Channel):
-    """A fan-out consumer's channel: it gets a deep copy of each record."""
+class _CopyingChannel(Channel):
+    """A fan-out consumer's channel: it gets a deep copy of each record (a
+    subclass, so that Channel.put needs no branch)."""
 
     def put(self, record):
         Channel.put(self, copy_record(record))
+
+
+def fan_out(outputs):
+    """A function that puts a record on every channel of ``outputs``, in order.
+
+    The engine gives every consumer but the last a _CopyingChannel, so each
+    gets a copy made before the record reaches the last one, which may change
+    it.  One output: its own put, nothing in between.
+    """
+    if len(outputs) == 1:
+        return outputs[0].put
+    puts = [o.put for o in outputs]
+
+    def put(record):
+        for p in puts:
+            p(record)
+    return put
 
 
 def copy_record(value):
@@ -4377,6 +4391,8 @@ class _Workers:
     def _work(self, fn, args):
         while True:
             fn(*args)
+            # Let go of the job before waiting for the next: an idle thread must not
+            # keep the last task's context, records or engine alive meanwhile.
             del fn, args
             with self._lock:
                 self._idle += 1
@@ -4441,6 +4457,9 @@ class RunResult:
 
 
 def _default_concurrency():
+    # Tasks mostly wait (on a command, a sleep, the network) and a waiting thread
+    # costs little: 4 per CPU keeps the CPUs busy, and at least 8 lets a small
+    # machine or container overlap its waits too.
     return max(8, 4 * (os.cpu_count() or 1))
 
 
@@ -4613,7 +4632,8 @@ class Engine:
             consumers = [c for c in pb.consumers[i] if results[c].status is None]
             outputs[i] = (consumers, [])
             for k, c in enumerate(consumers):
-                inputs[c] = Channel(self.buffer, copy=k < len(consumers) - 1)
+                kind = _CopyingChannel if k < len(consumers) - 1 else Channel
+                inputs[c] = kind(self.buffer)
                 outputs[i][1].append(inputs[c])
         jobs = []
         for i in members:
