@@ -3989,44 +3989,12 @@ class Executor:
 
 
 class LocalExecutor(Executor):
-    """Runs each call as a child process of gxo, waited for on a thread of its own."""
+    """Runs each call as a child process of gxo; the one thread that waits for its
+    result serves its pipes (no thread of its own)."""
 
     def submit(self, spec):
         from gxo_modules import _process
-        return _LocalCall(_process.run, spec)
-
-
-class _LocalCall:
-    """A call of the LocalExecutor (see Executor)."""
-
-    def __init__(self, run, spec):
-        self._stop, self._kill, self._done = threading.Event(), threading.Event(), threading.Event()
-        self._outcome = None
-        threading.Thread(target=self._run, args=(run, spec), daemon=True).start()
-
-    def _run(self, run, spec):
-        try:
-            self._outcome = (run(spec, self._stop.wait, self._kill.wait), None)
-        except BaseException as e:          # raised again to whoever waits for the result
-            self._outcome = (None, e)
-        self._done.set()
-
-    def result(self, timeout=None):
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"no result after {_seconds(timeout)}")
-        value, error = self._outcome
-        if error is not None:
-            raise error
-        return value
-
-    def cancel(self, grace):
-        self._stop.set()
-        if grace <= 0:
-            self._kill.set()
-            return
-        timer = threading.Timer(grace, self._kill.set)
-        timer.daemon = True
-        timer.start()
+        return _process.Call(spec)
 
 
 _LOCAL = LocalExecutor()

@@ -177,7 +177,7 @@ def test_failures_name_the_host(run, client, tmp_path):
     assert reason["perm"] == f"permission denied: {tmp_path} (on {host})"
     assert reason["exit"] == f"exit status 3: boom (on {host})"
     big = r.state["big"]
-    assert big["truncated"] and "bytes dropped ...]" in big["stdout"]
+    assert big["truncated"] and "bytes dropped: the output is over max_output (2MiB)" in big["stdout"]
     assert big["stdout"].startswith("1\n2\n") and big["stdout"].endswith("\n2000000")
 
 

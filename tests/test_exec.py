@@ -8,7 +8,7 @@ import time
 import pytest
 
 import gxo
-from gxo_modules import exec as exec_module
+from gxo_modules import _process, exec as exec_module
 
 
 class Ctx(gxo.TaskContext):
@@ -64,7 +64,7 @@ class FakePopen:
 def fake(monkeypatch):
     FakePopen.calls, FakePopen.exit_code = [], 0
     FakePopen.out, FakePopen.err = b"out\n", b""
-    monkeypatch.setattr(exec_module.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
     return FakePopen
 
 
@@ -815,6 +815,6 @@ def test_a_consumer_that_stops_reading_early_is_fine():
 
 def test_terminate_hard_and_after_the_end():
     proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
-    exec_module._terminate(proc, hard=True)
+    _process.terminate(proc, 0)
     assert proc.wait() == -9
-    exec_module._terminate(proc, hard=False)        # the group is gone: nothing to do
+    _process.terminate(proc, 2.0)                   # the group is gone: nothing to do
