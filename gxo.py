@@ -3993,8 +3993,8 @@ class LocalExecutor(Executor):
     result serves its pipes (no thread of its own)."""
 
     def submit(self, spec):
-        from gxo_modules import _process
-        return _process.Call(spec)
+        import importlib
+        return importlib.import_module(_PACKAGE + "._process").Call(spec)
 
 
 _LOCAL = LocalExecutor()
@@ -4036,7 +4036,8 @@ def _open_executor(target, log):
     if target == "local":
         return _LOCAL, False
     try:
-        from gxo_modules import _dask
+        import importlib
+        _dask = _as_kernel(importlib.import_module, _PACKAGE + "._dask")
     except ImportError as e:
         raise GxoError(f"the dask executor needs Dask: pip install 'gxo[dask]' "
                        f"(or 'distributed'); {e}") from None

@@ -287,17 +287,17 @@ class _Capture:
     def value(self):
         """The bytes kept; if some were dropped, whole lines on both sides of a
         line that says how many (``dropped`` counts them then)."""
-        head, tail = self.head, self.tail
+        head, tail = memoryview(self.head), memoryview(self.tail)    # no copies but the result's
         if self.size == len(head) + len(tail):
-            return bytes(head + tail)
-        cut = head.rfind(b"\n") + 1         # whole lines on both sides of the gap
+            return b"".join((head, tail))
+        cut = self.head.rfind(b"\n") + 1   # whole lines on both sides of the gap
         if cut:
             head = head[:cut]
-        cut = tail.find(b"\n") + 1
+        cut = self.tail.find(b"\n") + 1
         if 0 < cut < len(tail):
             tail = tail[cut:]
         self.dropped = self.size - len(head) - len(tail)
         gap = (f"[... {self.dropped:,} bytes dropped: the output is over max_output "
                f"({size_text(self.limit)}) ...]")
-        return bytes(head + (b"\n" if head and not head.endswith(b"\n") else b"")
-                     + gap.encode() + b"\n" + tail)
+        return b"".join((head, b"\n" if head and head[-1] != 10 else b"", gap.encode(), b"\n",
+                         tail))

@@ -55,7 +55,8 @@ import threading
 import time
 
 import gxo
-from gxo_modules import _process
+
+from . import _process
 
 GRACE = _process.GRACE          # seconds from TERM to KILL
 MAX_OUTPUT = _process.LIMIT     # bytes kept of each stream, by default
