@@ -66,10 +66,11 @@ class Call:
 
     Its stdout and stderr (and stdin, if the spec gives it) are served by one
     poll loop on the thread that waits in ``result``; ``cancel`` may come from
-    any thread.  A stopped command's end is not waited for past its exit: a
-    process that left the group may hold the pipes forever.  This is a handle
-    of gxo's executor protocol (``result(timeout)``, ``cancel(grace)``).
-    ``pipe_stdin``: the caller writes ``proc.stdin`` itself.
+    any thread.  Once stopped, the call ends when the command exits, even if
+    a process that left the group still holds the pipes.  This is a handle of
+    gxo's executor protocol (``result(timeout)``, ``cancel(grace)``); a result
+    that timed out may be waited for again.  ``pipe_stdin``: the caller
+    writes ``proc.stdin`` itself.
     """
 
     def __init__(self, spec, pipe_stdin=False):

@@ -162,6 +162,11 @@ def test_command_not_found_names_it_and_suggests_args():
         perform({"command": "ls -l"})
 
 
+def test_a_streaming_command_that_cannot_start_says_so():
+    with pytest.raises(gxo.TaskError, match="^command not found: gxo-no-such-cmd$"):
+        perform({"command": "gxo-no-such-cmd"}, outputs=[gxo.Channel(10)])
+
+
 def test_missing_working_dir():
     with pytest.raises(gxo.TaskError, match="working_dir does not exist: /no/such/dir"):
         perform({"command": "true", "working_dir": "/no/such/dir"})
@@ -440,6 +445,29 @@ def test_cancel_stops_feeding_stdin_held_by_an_escaped_grandchild(tmp_path, esca
     ctx.cancel("timed out after 1s")
     t.join(30)
     assert caught == ["timed out after 1s"]
+
+
+def test_cancel_stops_feeding_records_held_by_an_escaped_grandchild(tmp_path, escaped):
+    import threading
+    inp, ctx, caught = gxo.Channel(100_000), Ctx(), []
+    for i in range(20_000):                     # far more than a pipe holds
+        inp.put({"line": f"record {i}"})
+    inp.close()
+    script = ("exec 3<&0; setsid sleep 300 <&3 >/dev/null 2>&1 & echo $! > escaped.pid; "
+              "exec 3<&-; exec sleep 300")
+
+    def go():
+        try:
+            perform({"command": script, "shell": True, "working_dir": str(tmp_path)}, ctx,
+                    input=inp)
+        except gxo.Cancelled as e:
+            caught.append(str(e))
+    t = threading.Thread(target=go)
+    t.start()
+    wait_for_lines(escaped, 1)
+    ctx.cancel("timed out after 1s")
+    t.join(30)
+    assert caught == ["timed out after 1s"] and 0 < inp.undelivered < 20_000
 
 
 # -- bounded output (issue 9, DESIGN 14)

@@ -9,7 +9,7 @@ import pytest
 
 import gxo
 from conftest import ROOT
-from gxo_modules import _process
+from gxo_modules import _process, exec as exec_module
 from test_exec import alive, wait_for_lines
 
 
@@ -100,6 +100,18 @@ def test_runner_survives_a_command_that_does_not_read_its_stdin():
     assert result["exit_code"] == 0
 
 
+def test_runner_times_out_a_command_that_closed_its_pipes(tmp_path):
+    # The pipes are closed: the loop is done, the timeout comes while waiting for the exit.
+    closed = ["sh", "-c", f"exec >&- 2>&-; echo $$ > {tmp_path / 'pid'}; exec sleep 60"]
+    result = run({"argv": closed, "timeout": 0.3})
+    assert result["timed_out"] and result["exit_code"] == -15 and not result["stopped"]
+    call = gxo.LocalExecutor().submit({"argv": closed})
+    with pytest.raises(TimeoutError, match="no result after 0.2s"):
+        call.result(timeout=0.2)
+    call.cancel(0)
+    assert call.result()["exit_code"] == -9 and gone(wait_for_lines(tmp_path / "pid", 1)[0])
+
+
 # -- the local executor
 
 def test_local_executor_protocol(tmp_path):
@@ -121,6 +133,18 @@ def test_local_executor_protocol(tmp_path):
     call.cancel(0)
     assert call.result()["stopped"]
     executor.close()
+
+
+def test_a_remote_call_that_times_out_on_its_worker_names_the_host(tmp_path):
+    class Away(gxo.LocalExecutor):
+        remote = True
+    ctx = gxo.TaskContext("t", gxo.Logger("ERROR"))
+    ctx.executor, ctx.deadline = Away(), time.monotonic() + 0.3     # no engine timer here
+    module = exec_module.Exec()
+    params = module.parse_params(gxo.Params({"command": "sleep", "args": ["60"]}))
+    with pytest.raises(gxo.TaskError, match=r"^timed out \(on .+\)$") as e:
+        module.perform(ctx, params, {}, None, [], None)
+    assert e.value.summary["exit_code"] == -15 and e.value.summary["host"]
 
 
 def test_local_executor_hands_an_error_to_the_caller():
