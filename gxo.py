@@ -3050,11 +3050,7 @@ class Channel:
     # or the waker sees the flag: no wake-up is lost.  Whoever lowers a flag,
     # under the lock, releases its gate, so a gate is released once per sleep.
 
-    def __new__(cls, capacity=100, copy=False):
-        # Fan-out copies come from a subclass, so that put needs no branch.
-        return object.__new__(_chanCopying if copy and cls is Channel else cls)
-
-    def __init__(self, capacity=100, copy=False):
+    def __init__(self, capacity=100):
         self.capacity = max(1, int(capacity))
         self._items = deque()
         self._room = self.capacity      # put's fast path: 0 once detached or aborted
@@ -3221,11 +3217,29 @@ class Channel:
         return self._dropped + (len(self._items) if self._detached else 0)
 
 
-class _chanCopying(Channel):
-    """A fan-out consumer's channel: it gets a deep copy of each record."""
+class _CopyingChannel(Channel):
+    """A fan-out consumer's channel: it gets a deep copy of each record (a
+    subclass, so that Channel.put needs no branch)."""
 
     def put(self, record):
         Channel.put(self, copy_record(record))
+
+
+def fan_out(outputs):
+    """A function that puts a record on every channel of ``outputs``, in order.
+
+    The engine gives every consumer but the last a _CopyingChannel, so each
+    gets a copy made before the record reaches the last one, which may change
+    it.  One output: its own put, nothing in between.
+    """
+    if len(outputs) == 1:
+        return outputs[0].put
+    puts = [o.put for o in outputs]
+
+    def put(record):
+        for p in puts:
+            p(record)
+    return put
 
 
 def copy_record(value):
@@ -4182,44 +4196,12 @@ class Executor:
 
 
 class LocalExecutor(Executor):
-    """Runs each call as a child process of gxo, waited for on a thread of its own."""
+    """Runs each call as a child process of gxo; the one thread that waits for its
+    result serves its pipes (no thread of its own)."""
 
     def submit(self, spec):
-        from gxo_modules import _process
-        return _LocalCall(_process.run, spec)
-
-
-class _LocalCall:
-    """A call of the LocalExecutor (see Executor)."""
-
-    def __init__(self, run, spec):
-        self._stop, self._kill, self._done = threading.Event(), threading.Event(), threading.Event()
-        self._outcome = None
-        threading.Thread(target=self._run, args=(run, spec), daemon=True).start()
-
-    def _run(self, run, spec):
-        try:
-            self._outcome = (run(spec, self._stop.wait, self._kill.wait), None)
-        except BaseException as e:          # raised again to whoever waits for the result
-            self._outcome = (None, e)
-        self._done.set()
-
-    def result(self, timeout=None):
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"no result after {_seconds(timeout)}")
-        value, error = self._outcome
-        if error is not None:
-            raise error
-        return value
-
-    def cancel(self, grace):
-        self._stop.set()
-        if grace <= 0:
-            self._kill.set()
-            return
-        timer = threading.Timer(grace, self._kill.set)
-        timer.daemon = True
-        timer.start()
+        import importlib
+        return importlib.import_module(_PACKAGE + "._process").Call(spec)
 
 
 _LOCAL = LocalExecutor()
@@ -4261,7 +4243,8 @@ def _open_executor(target, log):
     if target == "local":
         return _LOCAL, False
     try:
-        from gxo_modules import _dask
+        import importlib
+        _dask = _as_kernel(importlib.import_module, _PACKAGE + "._dask")
     except ImportError as e:
         raise GxoError(f"the dask executor needs Dask: pip install 'gxo[dask]' "
                        f"(or 'distributed'); {e}") from None
@@ -4584,6 +4567,8 @@ class _Workers:
     def _work(self, fn, args):
         while True:
             fn(*args)
+            # Let go of the job before waiting for the next: an idle thread must not
+            # keep the last task's context, records or engine alive meanwhile.
             del fn, args
             with self._lock:
                 self._idle += 1
@@ -4651,6 +4636,9 @@ _SIGNAL_LATENCY = 0.2           # seconds: how late a signal may be handled, at 
 
 
 def _default_concurrency():
+    # Tasks mostly wait (on a command, a sleep, the network) and a waiting thread
+    # costs little: 4 per CPU keeps the CPUs busy, and at least 8 lets a small
+    # machine or container overlap its waits too.
     return max(8, 4 * (os.cpu_count() or 1))
 
 
@@ -4832,7 +4820,8 @@ class Engine:
             consumers = [c for c in pb.consumers[i] if results[c].status is None]
             outputs[i] = (consumers, [])
             for k, c in enumerate(consumers):
-                inputs[c] = Channel(self.buffer, copy=k < len(consumers) - 1)
+                kind = _CopyingChannel if k < len(consumers) - 1 else Channel
+                inputs[c] = kind(self.buffer)
                 outputs[i][1].append(inputs[c])
         jobs = []
         for i in members:

@@ -514,11 +514,13 @@ class _dask_cluster:
             self._spawn("dask_worker", "--scheduler-file", info, "--nthreads", str(self.threads),
                         "--no-nanny", "--host", "127.0.0.1", "--name", f"w{i}")
         import distributed
-        deadline = time.monotonic() + 60
-        while not os.path.exists(info) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with open(info) as f:
-            address = json.load(f)["address"]
+        deadline, address = time.monotonic() + 60, None
+        while address is None and time.monotonic() < deadline:
+            try:                    # the scheduler writes its file in place: wait until whole
+                with open(info) as f:
+                    address = json.load(f)["address"]
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.05)
         with distributed.Client(address, timeout=30, set_as_default=False) as client:
             client.wait_for_workers(self.workers, timeout=60)
         return address

@@ -25,8 +25,9 @@ from collections import Counter
 import distributed
 
 import gxo
-from gxo_modules import _process
-from gxo_modules._process import run
+
+from . import _process
+from ._process import run
 
 CONNECT_TIMEOUT = 10.0          # seconds to reach a scheduler
 SETTLE = 3.0                    # seconds a stopped call has to report back after KILL

@@ -47,19 +47,9 @@ class Collect(gxo.Module):
             # Keep copies: a consumer downstream may change the records it gets.
             records = []
 
-            def keep(record):
-                records.append(gxo.copy_record(record))
-            if len(outputs) == 1:
-                put = outputs[0].put
-                for count, record in enumerate(input, 1):
-                    if count <= limit:
-                        keep(record)
-                    put(record)
-            else:
-                puts = [o.put for o in outputs]
-                for count, record in enumerate(input, 1):
-                    if count <= limit:
-                        keep(record)
-                    for put in puts:
-                        put(record)
+            keep, put = records.append, gxo.fan_out(outputs)
+            for count, record in enumerate(input, 1):
+                if count <= limit:
+                    keep(gxo.copy_record(record))
+                put(record)
         return {"records": records, "count": count, "truncated": count > len(records)}

@@ -51,17 +51,16 @@ import itertools
 import os
 import re
 import select
-import signal
-import subprocess
 import threading
 import time
 
 import gxo
 
-GRACE = 2.0                     # seconds from TERM to KILL
-MAX_OUTPUT = 2 << 20            # bytes kept of each stream, by default
+from . import _process
+
+GRACE = _process.GRACE          # seconds from TERM to KILL
+MAX_OUTPUT = _process.LIMIT     # bytes kept of each stream, by default
 TAIL_LINES = 10                 # lines of stdout and stderr logged when a command fails
-_CHUNK = 1 << 16
 _UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
 
@@ -107,52 +106,12 @@ class Exec(gxo.Module):
                 for _ in input:             # drain, so the producer is not reported short
                     pass
             return {"dry_run": True, "command": command, "args": args, **_summary("", "", 0)}
-        argv = ["/bin/sh", "-c", command, "sh", *args] if params["shell"] else [command, *args]
-        streaming = input is not None or bool(outputs)
-        if ctx.executor.remote and not streaming:
-            return _remote(ctx, params, argv)
-        env = params["environment"]
-        if env:
-            env = {**os.environ, **env}
-        try:
-            proc = subprocess.Popen(
-                argv, cwd=params["working_dir"], env=env or None, start_new_session=True,
-                stdin=subprocess.PIPE if input is not None or params["stdin"] is not None
-                else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        except (FileNotFoundError, PermissionError) as e:
-            raise _not_started(e, params) from None
-        run = _Run(proc, ctx, params, input, outputs, errors)
-        undo = ctx.on_cancel(run.cancel)
-        try:
-            run.pump()
-            proc.wait()
-        except BaseException:
-            _kill_group(proc)
-            proc.wait()
-            raise
-        finally:
-            undo()
-            run.close()
-        if ctx.cancelled:
-            _kill_group(proc)
-            raise gxo.Cancelled(ctx.reason)
-        if run.failure is not None:
-            _kill_group(proc)
-            raise run.failure
-        out, err = run.out.text(ctx.log, "stdout"), run.err.text(ctx.log, "stderr")
-        summary = _summary(out, err, proc.returncode, run.out.dropped or run.err.dropped)
-        if input is not None or outputs:
-            summary["records_in"] = run.records_in if input is not None else 0
-            summary["records_out"] = run.records_out
-        if run.unread:
-            ctx.log.info("every task reading its output has stopped reading: the command "
-                         "was stopped, as a pipe stops it")
-        elif proc.returncode:
-            _kill_group(proc)               # leave nothing behind a failed command
-            _log_tails(ctx.log, summary)
-            raise gxo.TaskError(_failure(proc.returncode, err), summary=summary)
-        return summary
+        spec = {"argv": ["/bin/sh", "-c", command, "sh", *args] if params["shell"]
+                else [command, *args],
+                "env": params["environment"] or None, "cwd": params["working_dir"],
+                "stdin": params["stdin"], "grace": GRACE, "limit": params["max_output"],
+                "task": ctx.name}
+        return _run(ctx, params, spec, input, outputs, errors)
 
 
 def _summary(out, err, code, truncated=False, skipped=""):
@@ -185,13 +144,19 @@ def _encode(name, text):
                                    f"{e.start} is a lone surrogate") from None
 
 
-def _remote(ctx, params, argv):
-    """Run a call on the run's remote executor; the summary adds host and worker."""
-    deadline = ctx.deadline
-    spec = {"argv": argv, "env": params["environment"] or None, "cwd": params["working_dir"],
-            "stdin": params["stdin"], "grace": GRACE, "task": ctx.name, "limit": params["max_output"],
-            "timeout": None if deadline is None else max(0.0, deadline - time.monotonic())}
-    call = ctx.executor.submit(spec)
+def _run(ctx, params, spec, input, outputs, errors):
+    """Run the command: a call that streams here, any other on the task's executor
+    (on a remote one the summary adds host and worker)."""
+    streams = input is not None or bool(outputs)
+    remote = not streams and ctx.executor.remote
+    if streams:
+        call = _Run(spec, ctx, params, input, outputs, errors)
+    else:
+        if remote and ctx.deadline is not None:
+            # Here the engine's timer stops a call; a worker stops it too, should
+            # the cancel not reach it.
+            spec["timeout"] = max(0.0, ctx.deadline - time.monotonic())
+        call = ctx.executor.submit(spec)
     undo = ctx.on_cancel(lambda hard: call.cancel(0 if hard else GRACE))
     try:
         result = call.result()
@@ -199,31 +164,41 @@ def _remote(ctx, params, argv):
         undo()
     if ctx.cancelled:
         raise gxo.Cancelled(ctx.reason)
-    where = f" (on {result['host']})"
+    where = f" (on {result['host']})" if remote else ""
     if "oserror" in result:
-        error = OSError(*result["oserror"])
-        if isinstance(error, (FileNotFoundError, PermissionError)):
-            raise _not_started(error, params, where)
-        raise gxo.TaskError(f"{error.strerror}: {error.filename}{where}")
-    summary = _summary(_text(result["stdout"]), _text(result["stderr"]), result["exit_code"],
+        raise _not_started(result["oserror"], params, where)
+    if streams and call.failure is not None:
+        _process.kill(call.proc)
+        raise call.failure
+    summary = _summary(*_texts(ctx.log, result, params["max_output"]), result["exit_code"],
                        result["truncated"])
-    summary["host"] = result["host"]
-    if "worker" in result:
-        summary["worker"] = result["worker"]
-    ctx.log.debug(f"ran on {result['host']} ({result.get('worker', 'no worker')}): "
-                  f"exit code {result['exit_code']}")
+    if streams:
+        summary["records_in"] = call.records_in if input is not None else 0
+        summary["records_out"] = call.records_out
+    if remote:
+        summary["host"] = result["host"]
+        if "worker" in result:
+            summary["worker"] = result["worker"]
+        ctx.log.debug(f"ran on {result['host']} ({result.get('worker', 'no worker')}): "
+                      f"exit code {result['exit_code']}")
     if result["timed_out"]:
         raise gxo.TaskError(f"timed out{where}", summary=summary)
-    if result["exit_code"]:
+    if streams and call.unread:
+        ctx.log.info("every task reading its output has stopped reading: the command "
+                     "was stopped, as a pipe stops it")
+    elif result["exit_code"]:
         _log_tails(ctx.log, summary)
         raise gxo.TaskError(_failure(result["exit_code"], summary["stderr"]) + where,
                             summary=summary)
     return summary
 
 
-def _not_started(error, params, where=""):
-    """The TaskError for a command that could not start (the OSError from Popen)."""
+def _not_started(oserror, params, where=""):
+    """The TaskError for a command that could not start ((errno, strerror, filename))."""
     command, wd = params["command"], params["working_dir"]
+    error = OSError(*oserror)
+    if not isinstance(error, (FileNotFoundError, PermissionError)):
+        return gxo.TaskError(f"{error.strerror}: {error.filename}{where}")
     if isinstance(error, PermissionError):
         return gxo.TaskError(f"permission denied: {command}{where}")
     if wd and error.filename == wd:
@@ -278,13 +253,6 @@ def _size(p, name):
                                f"1GB, got {gxo._describe(value)}")
 
 
-def _size_text(n):
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}"
-    return f"{n:,} bytes"
-
-
 def _skip_reason(params):
     """Why creates/removes say the command need not run ("" if it must)."""
     for name, want in (("creates", True), ("removes", False)):
@@ -296,132 +264,56 @@ def _skip_reason(params):
     return ""
 
 
-class _Capture:
-    """The head and the tail of a stream, at most ``limit`` bytes in all."""
-
-    def __init__(self, limit):
-        self.limit, self.size = limit, 0
-        self.head_max = limit // 2
-        self.head, self.tail = bytearray(), bytearray()
-        self.dropped = 0
-
-    def add(self, data):
-        self.size += len(data)
-        room = self.head_max - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            tail = self.tail
-            tail += data
-            extra = len(tail) - (self.limit - self.head_max)
-            if extra > 0:
-                del tail[:extra]            # cheap: a bytearray drops its front in place
-
-    def text(self, log, name):
-        """The text kept; logs a warning if some was dropped."""
-        head, tail = self.head, self.tail
-        dropped = self.size - len(head) - len(tail)
-        if not dropped:
-            return _text(head + tail)
-        cut = head.rfind(b"\n") + 1         # whole lines on both sides of the gap
-        if cut:
-            head = head[:cut]
-        cut = tail.find(b"\n") + 1
-        if 0 < cut < len(tail):
-            tail = tail[cut:]
-        self.dropped = self.size - len(head) - len(tail)
-        limit = _size_text(self.limit)
-        log.warn(f"{name} was {self.size:,} bytes, over max_output ({limit}): "
-                 f"kept its first and last lines, {len(head) + len(tail):,} bytes")
-        gap = f"[... {self.dropped:,} bytes dropped: the output is over max_output ({limit}) ...]"
-        return _text(head + (b"\n" if head and not head.endswith(b"\n") else b"")
-                     + gap.encode() + b"\n" + tail)
+def _texts(log, result, limit):
+    """The stdout and stderr of a result as text; logs a warning for each that was cut."""
+    for name, size, dropped in zip(("stdout", "stderr"), result["printed"], result["dropped"]):
+        if dropped:
+            log.warn(f"{name} was {size:,} bytes, over max_output ({_process.size_text(limit)}): "
+                     f"kept its first and last lines, {size - dropped:,} bytes")
+    return _text(result["stdout"]), _text(result["stderr"])
 
 
-class _Run:
-    """The pipes of a started command: stdout and stderr read by one poll loop in
-    the task's thread, stdin fed by a thread of its own (it blocks on input)."""
+class _Run(_process.Call):
+    """A call that streams: its stdout lines become records as they come (on the
+    poll loop of the task's thread), records are fed to its stdin by a thread
+    of its own (it blocks on input)."""
 
-    def __init__(self, proc, ctx, params, input, outputs, errors):
-        self.proc, self.ctx, self.params = proc, ctx, params
+    def __init__(self, spec, ctx, params, input, outputs, errors):
+        self.ctx, self.params = ctx, params
         self.input, self.outputs, self.errors = input, outputs, errors
-        limit = params["max_output"]
-        self.out, self.err = _Capture(limit), _Capture(limit)
         self.records_in = self.records_out = 0
         self.failure = None             # what broke the feeder: fails the task
-        self.stopping = False           # cancelled, or nobody reads: stop waiting for EOF
         self.unread = False             # every consumer stopped reading, so we stopped
-        self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
         self._feeder = None
+        super().__init__(spec, pipe_stdin=input is not None)
+        if self.proc is None:
+            return
         if outputs:
+            self._put = gxo.fan_out(outputs)
             self._pending, self._skipping, self._line = bytearray(), False, 0
             if params["output"] == "json":
                 import json
                 self._loads = json.loads
+            self.on_stdout = self.on_lines
             for channel in outputs:
                 channel.on_detach = self.reader_left
             self.reader_left()          # a consumer may be gone already
         if input is not None:
             self._feeder = threading.Thread(target=self.feed, args=(self.records(),),
                                             daemon=True, name=f"gxo-feed-{ctx.name}")
-        elif params["stdin"] is not None:
-            self._feeder = threading.Thread(target=self.feed, args=([[params["stdin"]]],),
-                                            daemon=True, name=f"gxo-feed-{ctx.name}")
-        if self._feeder is not None:
             self._feeder.start()
-
-    def stop(self):
-        """Wake the poll loop and the feeder: stop waiting for the pipes."""
-        with self._lock:
-            if not self.stopping and self._wake_w is not None:
-                self.stopping = True
-                os.write(self._wake_w, b"!")
-
-    def cancel(self, hard):
-        _terminate(self.proc, hard)
-        self.stop()
 
     def reader_left(self):
         """A consumer detached: once none is left, stop the command, as a pipe does."""
         if all(o.detached for o in self.outputs) and self.proc.poll() is None:
             self.unread = True
-            _terminate(self.proc, False)
-            self.stop()
+            self.cancel(GRACE)
 
-    def pump(self):
-        """Read stdout and stderr until both end, or a stop and the command's exit."""
-        proc = self.proc
-        on_out = self.on_lines if self.outputs else self.out.add
-        handlers = {proc.stdout.fileno(): on_out, proc.stderr.fileno(): self.err.add}
-        poll = select.poll()
-        for fd in handlers:
-            poll.register(fd, select.POLLIN)
-        poll.register(self._wake_r, select.POLLIN)
-        ending = None               # once the stopped command exited: when to give up
-        while handlers:
-            events = poll.poll(50 if self.stopping else None)
-            for fd, _ in events:
-                if fd == self._wake_r:
-                    poll.unregister(fd)
-                    continue
-                data = os.read(fd, _CHUNK)
-                if data:
-                    handlers[fd](data)
-                else:
-                    poll.unregister(fd)
-                    del handlers[fd]
-            if self.stopping:
-                # What is still in the pipes comes at once; a process that left
-                # the group may hold them open forever: do not wait for it.
-                if ending is None and proc.poll() is not None:
-                    _kill_group(proc)
-                    ending = time.monotonic() + 0.1
-                elif ending is not None and (not events or time.monotonic() > ending):
-                    break
+    def _pump(self, end):
+        ended = super()._pump(end)
         if self.outputs and self._pending and not self._skipping:
             self.emit(bytes(self._pending).decode("utf-8", "replace").rstrip("\r"))
+        return ended
 
     def on_lines(self, data):
         """Turn the complete lines of a chunk of stdout into records."""
@@ -455,7 +347,7 @@ class _Run:
         if too_long or len(line) > limit:
             self.errors.put(gxo.RecordProcessingError(
                 self.ctx.name, f"line {self._line}",
-                f"longer than max_output ({_size_text(limit)}), dropped: {line[:80]}..."))
+                f"longer than max_output ({_process.size_text(limit)}), dropped: {line[:80]}..."))
             return
         if self.params["output"] == "json":
             try:
@@ -468,13 +360,12 @@ class _Run:
                 return
         else:
             record = {"line": line}
-        for channel in self.outputs:
-            channel.put(record)
+        self._put(record)
         self.records_out += 1
 
     def records(self):
         """The input records as lines for stdin, in batches: what is queued, about
-        _CHUNK bytes at most (a write per record would cost a system call each)."""
+        _process.CHUNK bytes at most (a write per record would cost a system call each)."""
         import json
         field, name, errors, input = self.params["input_field"], self.ctx.name, self.errors, self.input
         dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
@@ -502,7 +393,7 @@ class _Run:
                     continue
             batch.append(line)
             size += len(line)
-            if size >= _CHUNK or not input.queued:
+            if size >= _process.CHUNK or not input.queued:
                 yield batch
                 batch, size = [], 0
         if batch:
@@ -510,10 +401,10 @@ class _Run:
 
     def feed(self, batches):
         """Write batches of lines to stdin, counting the lines written whole; stop if
-        the command stops reading or on stop()."""
+        the command stops reading or the call is being stopped."""
         stdin = self.proc.stdin
         fd = stdin.fileno()
-        os.set_blocking(fd, False)      # so that a stop() is seen even when the pipe is full
+        os.set_blocking(fd, False)      # so that a stop is seen even when the pipe is full
         poll = select.poll()
         poll.register(fd, select.POLLOUT)
         poll.register(self._wake_r, select.POLLIN)
@@ -536,48 +427,21 @@ class _Run:
         finally:
             stdin.close()               # its buffer is empty: this cannot fail on a pipe
 
-    def close(self):
-        """Let go of the pipes and the feeder (after the command ended)."""
+    def _release(self):
+        """Let go of the feeder, then of the pipes (after the command ended)."""
         for channel in self.outputs:
             channel.on_detach = None
         if self._feeder is not None:
-            self.stop()
-            if self.input is not None:
-                self.input.detach("the command stopped reading")
+            self._wake()
+            self.input.detach("the command stopped reading")
             self._feeder.join()
-        with self._lock:
-            wake_w, self._wake_w = self._wake_w, None
-        for fd in (self._wake_r, wake_w):
-            os.close(fd)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        super()._release()
 
 
 def _whole(lines, sent):
     """How many of ``lines`` the first ``sent`` bytes of their join hold whole."""
     import bisect
     return bisect.bisect_right(list(itertools.accumulate(map(len, lines))), sent)
-
-
-def _terminate(proc, hard):
-    """Cancel: TERM the process group, KILL it after GRACE (or now if hard)."""
-    if hard:
-        _kill_group(proc)
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except OSError:
-        return
-    timer = threading.Timer(GRACE, lambda: proc.returncode is None and _kill_group(proc))
-    timer.daemon = True
-    timer.start()
-
-
-def _kill_group(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _text(data):

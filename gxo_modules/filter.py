@@ -56,16 +56,7 @@ class Filter(gxo.Module):
         if input is None:
             raise gxo.TaskError("filter needs stream_input: the name of the task whose "
                                 "records it filters")
-        if len(outputs) == 1:
-            put = outputs[0].put
-        elif outputs:
-            puts = [o.put for o in outputs]
-
-            def put(record):
-                for p in puts:
-                    p(record)
-        else:
-            put = None
+        put = gxo.fan_out(outputs) if outputs else None
         where, search = params["where"], params["match"]
         search = search.search if search is not None else None
         template = needed = None

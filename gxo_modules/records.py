@@ -107,30 +107,19 @@ def _int(name, value, what="an integer"):
 
 def _send(records, outputs):
     """Put every record on every output; return how many were sent."""
-    if len(outputs) == 1:
-        put = outputs[0].put
+    if outputs:
+        put = gxo.fan_out(outputs)
         for record in records:
             put(record)
-    elif outputs:
-        puts = [o.put for o in outputs]
-        for record in records:
-            for put in puts:
-                put(record)
     return len(records)
 
 
 def _send_range(numbers, outputs):
     # The hot path of every benchmark: one dict and one put per number.
-    if len(outputs) == 1:
-        put = outputs[0].put
+    if outputs:
+        put = gxo.fan_out(outputs)
         for n in numbers:
             put({"value": n})
-    elif outputs:
-        puts = [o.put for o in outputs]
-        for n in numbers:
-            record = {"value": n}
-            for put in puts:
-                put(record)
     return len(numbers)
 
 
@@ -148,19 +137,13 @@ def _send_file(ctx, path, format, outputs, errors):
         raise gxo.TaskError(f"file: {path} is a directory") from None
     except OSError as e:
         raise gxo.TaskError(f"file: cannot read {path}: {e.strerror or e}") from None
-    puts = [o.put for o in outputs]
-    one = puts[0] if len(puts) == 1 else None
+    put = gxo.fan_out(outputs)
     count = 0
     try:
         with f:
             if format == "lines":
                 for count, line in enumerate(f, 1):
-                    record = {"line": line.rstrip("\r\n"), "number": count}
-                    if one is not None:
-                        one(record)
-                    else:
-                        for put in puts:
-                            put(record)
+                    put({"line": line.rstrip("\r\n"), "number": count})
                 return count
             loads, sent = json.loads, 0
             for count, line in enumerate(f, 1):
@@ -176,11 +159,7 @@ def _send_file(ctx, path, format, outputs, errors):
                         ctx.name, f"{path}:{count}",
                         f"expected a JSON object, got {type(record).__name__}: {_excerpt(line)}"))
                     continue
-                if one is not None:
-                    one(record)
-                else:
-                    for put in puts:
-                        put(record)
+                put(record)
                 sent += 1
             return sent
     except (OSError, EOFError) as e:                # e.g. a truncated .gz file

@@ -386,7 +386,7 @@ def test_two_iterators_in_turn_share_the_records():
 
 
 def test_copying_channel_is_a_channel_and_copies():
-    ch = gxo.Channel(2, copy=True)
+    ch = gxo._CopyingChannel(2)
     assert isinstance(ch, gxo.Channel) and ch.capacity == 2
     record = {"tags": ["x"]}
     ch.put(record)

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 import gxo
-from gxo_modules import exec as exec_module
+from gxo_modules import _process, exec as exec_module
 from helpers import (alive, busy_script, gone, gxo_command, in_background, wait_for_lines,
                      write_playbook)
 
@@ -66,7 +66,7 @@ class FakePopen:
 def fake(monkeypatch):
     FakePopen.calls, FakePopen.exit_code = [], 0
     FakePopen.out, FakePopen.err = b"out\n", b""
-    monkeypatch.setattr(exec_module.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
     return FakePopen
 
 
@@ -162,6 +162,11 @@ def test_command_not_found_names_it_and_suggests_args():
         perform({"command": "gxo-no-such-cmd"})
     with pytest.raises(gxo.TaskError, match=r"command not found: ls -l \(to pass arguments use 'args'"):
         perform({"command": "ls -l"})
+
+
+def test_a_streaming_command_that_cannot_start_says_so():
+    with pytest.raises(gxo.TaskError, match="^command not found: gxo-no-such-cmd$"):
+        perform({"command": "gxo-no-such-cmd"}, outputs=[gxo.Channel(10)])
 
 
 def test_missing_working_dir():
@@ -384,6 +389,29 @@ def test_cancel_stops_feeding_stdin_held_by_an_escaped_grandchild(tmp_path, esca
     ctx.cancel("timed out after 1s")
     with pytest.raises(gxo.Cancelled, match=r"^timed out after 1s$"):
         call.result(30)
+
+
+def test_cancel_stops_feeding_records_held_by_an_escaped_grandchild(tmp_path, escaped):
+    import threading
+    inp, ctx, caught = gxo.Channel(100_000), Ctx(), []
+    for i in range(20_000):                     # far more than a pipe holds
+        inp.put({"line": f"record {i}"})
+    inp.close()
+    script = ("exec 3<&0; setsid sleep 300 <&3 >/dev/null 2>&1 & echo $! > escaped.pid; "
+              "exec 3<&-; exec sleep 300")
+
+    def go():
+        try:
+            perform({"command": script, "shell": True, "working_dir": str(tmp_path)}, ctx,
+                    input=inp)
+        except gxo.Cancelled as e:
+            caught.append(str(e))
+    t = threading.Thread(target=go)
+    t.start()
+    wait_for_lines(escaped, 1)
+    ctx.cancel("timed out after 1s")
+    t.join(30)
+    assert caught == ["timed out after 1s"] and 0 < inp.undelivered < 20_000
 
 
 # -- bounded output (issue 9; README.md, exec)
@@ -759,6 +787,6 @@ def test_a_consumer_that_stops_reading_early_is_fine():
 
 def test_terminate_hard_and_after_the_end():
     proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
-    exec_module._terminate(proc, hard=True)
+    _process.terminate(proc, 0)
     assert proc.wait() == -9
-    exec_module._terminate(proc, hard=False)        # the group is gone: nothing to do
+    _process.terminate(proc, 2.0)                   # the group is gone: nothing to do

@@ -3,11 +3,12 @@
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 import gxo
-from gxo_modules import _process
+from gxo_modules import _process, exec as exec_module
 from helpers import ROOT, alive, busy_script, gone, in_background, wait_for_lines
 
 
@@ -33,9 +34,13 @@ def test_runner_keeps_head_and_tail_and_says_how_much_it_dropped():
                   "limit": 1000})
     out = result["stdout"]
     assert out.startswith(b"start\n1\n2\n") and out.endswith(b"99999\n100000\n")
-    dropped = int(out.split(b"[... ")[1].split(b" bytes")[0])
-    assert len(out) < 1100 and dropped + 1000 == len(subprocess.check_output(
-        ["sh", "-c", "echo start; seq 100000"]))
+    head, gap, tail = out.partition(b"[... ")
+    gap, _, tail = tail.partition(b" ...]\n")
+    dropped = int(gap.split(b" ")[0].replace(b",", b""))
+    assert gap.endswith(b"bytes dropped: the output is over max_output (1,000 bytes)")
+    printed = len(subprocess.check_output(["sh", "-c", "echo start; seq 100000"]))
+    assert len(head + tail) <= 1000 and dropped + len(head + tail) == printed
+    assert (result["printed"][0], result["dropped"][0]) == (printed, dropped)
     assert result["stderr"].startswith(b"end\n1\n") and b"bytes dropped" in result["stderr"]
     assert result["truncated"]
 
@@ -81,6 +86,18 @@ def test_runner_survives_a_command_that_does_not_read_its_stdin():
     assert result["exit_code"] == 0
 
 
+def test_runner_times_out_a_command_that_closed_its_pipes(tmp_path):
+    # The pipes are closed: the loop is done, the timeout comes while waiting for the exit.
+    closed = ["sh", "-c", f"exec >&- 2>&-; echo $$ > {tmp_path / 'pid'}; exec sleep 60"]
+    result = run({"argv": closed, "timeout": 0.3})
+    assert result["timed_out"] and result["exit_code"] == -15 and not result["stopped"]
+    call = gxo.LocalExecutor().submit({"argv": closed})
+    with pytest.raises(TimeoutError, match="no result after 0.2s"):
+        call.result(timeout=0.2)
+    call.cancel(0)
+    assert call.result()["exit_code"] == -9 and gone(wait_for_lines(tmp_path / "pid", 1)[0])
+
+
 # -- the local executor
 
 def test_local_executor_protocol(tmp_path):
@@ -92,7 +109,7 @@ def test_local_executor_protocol(tmp_path):
 
     pids = tmp_path / "pids"
     call = executor.submit({"argv": ["sh", "-c", f"echo $$ > {pids}; exec sleep 60"], "grace": 2.0})
-    with pytest.raises(TimeoutError, match="no result after 50ms"):
+    with pytest.raises(TimeoutError, match="no result after 0.05s"):
         call.result(timeout=0.05)
     pid = wait_for_lines(pids, 1)[0]
     call.cancel(0.5)
@@ -102,6 +119,18 @@ def test_local_executor_protocol(tmp_path):
     call.cancel(0)
     assert call.result()["stopped"]
     executor.close()
+
+
+def test_a_remote_call_that_times_out_on_its_worker_names_the_host(tmp_path):
+    class Away(gxo.LocalExecutor):
+        remote = True
+    ctx = gxo.TaskContext("t", gxo.Logger("ERROR"))
+    ctx.executor, ctx.deadline = Away(), time.monotonic() + 0.3     # no engine timer here
+    module = exec_module.Exec()
+    params = module.parse_params(gxo.Params({"command": "sleep", "args": ["60"]}))
+    with pytest.raises(gxo.TaskError, match=r"^timed out \(on .+\)$") as e:
+        module.perform(ctx, params, {}, None, [], None)
+    assert e.value.summary["exit_code"] == -15 and e.value.summary["host"]
 
 
 def test_local_executor_hands_an_error_to_the_caller():

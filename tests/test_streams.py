@@ -92,7 +92,7 @@ def test_channel_detach_tells_the_producer():
 
 
 def test_channel_copy_isolates_consumers():
-    a, b = gxo.Channel(5), gxo.Channel(5, copy=True)
+    a, b = gxo.Channel(5), gxo._CopyingChannel(5)
     record = {"n": 1, "tags": ["x"]}
     a.put(record)
     b.put(record)
@@ -101,6 +101,20 @@ def test_channel_copy_isolates_consumers():
     first, second = next(iter(a)), next(iter(b))
     first["tags"].append("changed")
     assert second == {"n": 1, "tags": ["x"]}
+
+
+def test_fan_out_puts_on_every_output_in_order():
+    copying, last = gxo._CopyingChannel(5), gxo.Channel(5)
+    put = gxo.fan_out([copying, last])
+    record = {"n": 1, "tags": ["x"]}
+    put(record)
+    record["tags"].append("changed by the last consumer")
+    for ch in (copying, last):
+        ch.close()
+    assert list(copying) == [{"n": 1, "tags": ["x"]}] and list(last) == [record]
+    one = gxo.Channel(5)
+    assert gxo.fan_out([one]) == one.put        # one output: nothing in between
+    gxo.fan_out([])({"n": 2})                   # none: the record goes nowhere
 
 
 # -- engine wiring
