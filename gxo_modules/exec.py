@@ -38,10 +38,6 @@ as it is printed: ``{"line": text}``, or the JSON object on that line with
 When every task reading the stream has stopped (``head``), the command is
 terminated and the task is Completed, as ``yes | head`` in a shell.
 
-line (or the text of ``input_field``); when other tasks stream from this one,
-each stdout line becomes a record as soon as it is printed: ``{"line": text}``,
-or the JSON object on that line with ``output: json``.
-
 On a remote executor (``-executor dask://...``) a call that does not stream
 runs on a worker (``environment`` is added to the worker's environment) and
 its summary says which ``host`` and ``worker`` ran it; streams run here.
