@@ -558,8 +558,8 @@ class Task:
     __slots__ = ("index", "name", "key", "label", "type", "params", "register",
                  "stream_input", "ignore_errors", "when", "loop", "loop_var",
                  "index_var", "parallel", "attempts", "delay", "retry_on_error",
-                 "depends_on", "timeout", "always", "module", "_params", "_when", "_loop",
-                 "needs", "edges", "no_log", "executor")
+                 "depends_on", "timeout", "always", "module", "compiled_params",
+                 "compiled_when", "compiled_loop", "reads", "needs", "edges", "no_log", "executor")
 
     def __init__(self, index):
         self.index = index
@@ -570,13 +570,10 @@ class Task:
         self.loop_var, self.index_var, self.parallel = "item", None, 1
         self.attempts, self.delay, self.retry_on_error = 1, 1.0, True
         self.depends_on = []
-        self.needs = set()          # indexes of tasks this one must wait for
-        self.edges = {}             # index in needs -> why: {"data", "status", "depends_on"}
-
-    def wait_for(self, index, kind):
-        """Wait for task ``index``; ``kind`` says why (for -validate and -graph)."""
-        self.needs.add(index)
-        self.edges.setdefault(index, set()).add(kind)
+        self.compiled_params = self.compiled_when = self.compiled_loop = None
+        self.reads = set()          # (kind, index) of each task it references (_EDGE_KINDS)
+        self.needs = set()          # indexes of tasks it must wait for (made by _link)
+        self.edges = {}             # index -> the kinds of its edge to that task (by _link)
 
     def __repr__(self):
         return f"<Task {self.label}>"
@@ -593,11 +590,7 @@ class Playbook:
         self.name, self.file, self.tasks, self.dir = name, file, tasks, dir
         self.vars, self.delimiters = vars, delimiters
         self.warnings = []          # load-time notes ('file:line:col: ...'), logged by Engine.run
-        by_key = {t.key: t for t in tasks}
-        self.consumers = {t.index: [] for t in tasks}
-        for t in tasks:
-            if t.stream_input is not None:
-                self.consumers[by_key[t.stream_input].index].append(t.index)
+        self.consumers = _link(tasks)
         self.pipelines = _pipelines(tasks, self.consumers)
 
 
@@ -659,6 +652,9 @@ class _Loader:
                              else os.getcwd())
         self.registry = _ModuleFinder(modules_dirs)
         self.var_files = [d for d in map(_var_file, var_files) if d is not None]
+        self.delimiters = _DEFAULT_DELIMITERS   # the playbook's own, once 'templating' is read
+        self.task_keys = {}         # task name -> Task, filled by link
+        self.registers = {}         # register key -> Task, filled by link
         self.read = set()           # root names that templates read
         self.warnings = []
         self.templates = {}         # task index -> [(field, path, container, key, template)]
@@ -711,7 +707,7 @@ class _Loader:
             _secrets.add_named(key, value)
         tasks = [self.task(i, raw, raw_tasks) for i, raw in enumerate(raw_tasks)]
         self.link(tasks)
-        vars = self.render_vars(raw_vars, tasks)
+        vars = self.render_vars(raw_vars)
         for key, value in vars.items():
             _secrets.add_named(key, value)
         defined = set(vars) | {"_gxo"}
@@ -861,9 +857,9 @@ class _Loader:
                         found.append((field, path, container, key, compile_template(text, d)))
                     except TemplateError as e:
                         raise self.fail(container, key, f"template error at {e}", t, path) from None
-        t._params = _compile_value(t.params, d, getattr(t.module, "raw_params", ()))
-        t._when = _compile_value(t.when, d) if t.when is not None else None
-        t._loop = _compile_value(t.loop, d) if t.loop is not None else None
+        t.compiled_params = _compile_value(t.params, d, getattr(t.module, "raw_params", ()))
+        t.compiled_when = _compile_value(t.when, d) if t.when is not None else None
+        t.compiled_loop = _compile_value(t.loop, d) if t.loop is not None else None
         module = t.module()
         if hasattr(module, "parse_params"):
             p = Params(t.params, static=True, delimiters=d)
@@ -889,8 +885,8 @@ class _Loader:
     # -- the playbook as a whole
 
     def link(self, tasks):
-        """Check names and references between tasks, and derive DAG edges."""
-        keys, registers = {}, {}
+        """Check names and references between tasks; record the stream and depends_on ones."""
+        keys, registers = self.task_keys, self.registers
         for t in tasks:
             raw = self.doc.root["tasks"][t.index]
             if t.name is not None:
@@ -903,7 +899,6 @@ class _Loader:
                     raise self.fail(raw, "register", f"register key {_excerpt(t.register)} is already "
                                     f"used by {registers[t.register].label}", t, "register")
                 registers[t.register] = t
-        self.task_keys, self.registers = keys, registers
         for t in tasks:
             raw = self.doc.root["tasks"][t.index]
             if t.stream_input is not None:
@@ -914,11 +909,12 @@ class _Loader:
                 if t.loop is not None:
                     raise self.fail(raw, "loop", "a task with stream_input cannot loop: the "
                                     "iterations would split one stream between them", t, "loop")
+                t.reads.add(("stream", producer.index))
             for i, dep in enumerate(t.depends_on):
                 container = raw["depends_on"] if isinstance(raw["depends_on"], list) else raw
                 key = i if container is not raw else "depends_on"
                 producer = self.named(keys, container, key, dep, t, "depends_on")
-                t.wait_for(producer.index, "depends_on")
+                t.reads.add(("depends_on", producer.index))
         clash = set(registers) & set(self.doc.root.get("vars") or {}).union(
             self.cli_vars, *(d.root for d in self.var_files))
         if clash:
@@ -933,7 +929,7 @@ class _Loader:
                             t, field or key)
         return keys[name]
 
-    def render_vars(self, raw_vars, tasks):
+    def render_vars(self, raw_vars):
         """Render playbook vars in order; -var-file and -var values override and come first."""
         data = {}
         for doc in self.var_files:
@@ -1020,7 +1016,7 @@ class _Loader:
                                     file=self.doc.file)
 
     def check_templates(self, t, defined):
-        """Every variable a template reads must exist; references become edges."""
+        """Every variable a template reads must exist; record the register keys it reads."""
         item_vars = set()
         if t.loop is not None:
             item_vars = {t.loop_var} | ({t.index_var} if t.index_var else set())
@@ -1042,7 +1038,7 @@ class _Loader:
                                     + self.hint(t, parts[0], names, item_vars), t, path)
                 producer = self.registers.get(parts[0])
                 if producer is not None and parts[0] not in defined:
-                    t.wait_for(producer.index, "data")
+                    t.reads.add(("data", producer.index))
 
     def hint(self, t, name, names, item_vars):
         hint = _suggest(name, names)
@@ -1068,7 +1064,7 @@ class _Loader:
             if len(parts) > 3 and parts[3] != "status":
                 raise self.fail(container, key, f"_gxo.tasks.{name} has only 'status', not "
                                 f"{_excerpt(parts[3])}", t, field)
-            t.wait_for(self.task_keys[name].index, "status")
+            t.reads.add(("status", self.task_keys[name].index))
 
 
 def _yaml_value(text, name):
@@ -3228,8 +3224,27 @@ class _ErrorSink:
 
 # ---------------------------------------------------------------- DAG
 #
-# Tasks joined by streams form a pipeline, started as one unit; edges between
-# pipelines come from register keys, _gxo.tasks.NAME and depends_on (Task.needs).
+# The loader records what each task references (Task.reads); _link turns that
+# into edges.  Tasks joined by streams form a pipeline, started as one unit;
+# edges between pipelines come from register keys, _gxo.tasks.NAME and
+# depends_on (Task.needs).
+
+def _link(tasks):
+    """Make each task's ``needs`` and ``edges`` from its ``reads``; return the
+    consumers of each task (the tasks streaming from it, in file order)."""
+    consumers = {t.index: [] for t in tasks}
+    for t in tasks:
+        for kind, i in t.reads:
+            t.edges.setdefault(i, set()).add(kind)
+            if kind == "stream":
+                consumers[i].append(t.index)    # it runs beside its producer: no wait
+            else:
+                t.needs.add(i)
+        if t.always:
+            for kinds in t.edges.values():
+                kinds.add("always")
+    return consumers
+
 
 def _pipelines(tasks, consumers):
     """Group tasks joined by stream edges: each group starts together."""
@@ -3311,18 +3326,8 @@ _EDGE_MEANING = {
 
 def _edges(playbook):
     """(awaited, waiting, kinds) for every edge, by waiting task then awaited task."""
-    tasks = playbook.tasks
-    producer = {c: p for p, cons in playbook.consumers.items() for c in cons}
-    edges = []
-    for t in tasks:
-        why = {i: set(kinds) for i, kinds in t.edges.items()}
-        if t.index in producer:
-            why.setdefault(producer[t.index], set()).add("stream")
-        if getattr(t, "always", False):
-            for kinds in why.values():
-                kinds.add("always")
-        edges += [(i, t.index, [k for k in _EDGE_KINDS if k in why[i]]) for i in sorted(why)]
-    return edges
+    return [(i, t.index, [k for k in _EDGE_KINDS if k in t.edges[i]])
+            for t in playbook.tasks for i in sorted(t.edges)]
 
 
 def _waves(playbook):
@@ -4375,16 +4380,16 @@ class _Runner:
         t, ctx, data = self.t, self.ctx, self.engine.state.data
         if ctx.cancelled:                   # a halt, or its producer failed, before it ran
             return FAILED, ctx.reason, None
-        if t._when is not None:
+        if t.compiled_when is not None:
             try:
-                go = truthy(t._when(data))
+                go = truthy(t.compiled_when(data))
             except TemplateError as e:
                 reason = self.why(e)
                 ctx.log.warn(f"'when' could not be evaluated, skipping: {reason}")
                 return SKIPPED, f"'when' failed: {reason}", None
             if not go:
                 return SKIPPED, "'when' is false", None
-        if t._loop is None:
+        if t.compiled_loop is None:
             # A module that returns has completed, even if a halt arrives in the
             # same instant: a cancelled module raises (ctx.check()).
             try:
@@ -4399,7 +4404,7 @@ class _Runner:
         return self.loop(items, data)
 
     def items(self, data):
-        items = self.t._loop(data)
+        items = self.t.compiled_loop(data)
         if isinstance(items, dict):
             return [{"key": k, "value": v} for k, v in items.items()]
         if isinstance(items, (list, tuple)):
@@ -4464,7 +4469,7 @@ class _Runner:
         per item); ``index`` and ``item`` name a loop's item in messages.
         """
         t, ctx = self.t, self.ctx
-        params = rendered = t._params(scope)
+        params = rendered = t.compiled_params(scope)
         module = t.module()
         parse = getattr(module, "parse_params", None)
         if parse is not None:
