@@ -3240,7 +3240,7 @@ def _link(tasks):
                 consumers[i].append(t.index)    # it runs beside its producer: no wait
             else:
                 t.needs.add(i)
-        if t.always:
+        if t.always:                    # it runs however they end: the plan shows it
             for kinds in t.edges.values():
                 kinds.add("always")
     return consumers
