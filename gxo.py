@@ -3492,6 +3492,8 @@ class _Schedule:
 
     def done(self, i, failed=False):
         """Task i ran and ended; return [(task, why)] it skips (what needs it, if it failed)."""
+        if not self._dependents[i]:
+            return []                           # the common case, kept cheap
         skipped = []
         reason = f"dependency '{self.tasks[i].key}' failed" if failed else None
         for m, why in self._release(i, reason):
@@ -4919,9 +4921,10 @@ class Engine:
 
     def _take_ready(self):
         """Start what is ready, within the concurrency limit; return the jobs."""
-        room = 0 if self.killed else self.concurrency - len(self.running)
-        return [job for members in self._schedule.get_ready(room)
-                for job in self._start_group(members)]
+        jobs, room = [], 0 if self.killed else self.concurrency - len(self.running)
+        for members in self._schedule.get_ready(room):
+            jobs += self._start_group(members)
+        return jobs
 
     def _start_group(self, members):
         """Set up a task, or every member of a stream pipeline at once (but the skipped)."""
@@ -5023,7 +5026,9 @@ class Engine:
             self.log.error(f"halting the playbook: {t.label} failed")
             self._halt(f"task '{t.key}' failed", 1,
                        f"cancelled: playbook halted because {t.key} failed")
-        self._record_skips(self._schedule.done(t.index, result.status == FAILED))
+        skipped = self._schedule.done(t.index, result.status == FAILED)
+        if skipped:
+            self._record_skips(skipped)
         return self._take_ready()
 
     def _halt(self, reason, exit_code, cancel_reason):
