@@ -3493,7 +3493,7 @@ class _Schedule:
     def done(self, i, failed=False):
         """Task i ran and ended; return [(task, why)] it skips (what needs it, if it failed)."""
         if not self._dependents[i]:
-            return []                           # the common case, kept cheap
+            return []                           # nothing waits for most tasks: be quick
         skipped = []
         reason = f"dependency '{self.tasks[i].key}' failed" if failed else None
         for m, why in self._release(i, reason):
