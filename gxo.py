@@ -561,8 +561,8 @@ class Task:
     __slots__ = ("index", "name", "key", "label", "type", "params", "register",
                  "stream_input", "ignore_errors", "when", "loop", "loop_var",
                  "index_var", "parallel", "attempts", "delay", "retry_on_error",
-                 "depends_on", "timeout", "always", "module", "_params", "_when", "_loop",
-                 "needs", "edges", "no_log", "executor")
+                 "depends_on", "timeout", "always", "module", "compiled_params",
+                 "compiled_when", "compiled_loop", "reads", "needs", "edges", "no_log", "executor")
 
     def __init__(self, index):
         self.index = index
@@ -573,13 +573,10 @@ class Task:
         self.loop_var, self.index_var, self.parallel = "item", None, 1
         self.attempts, self.delay, self.retry_on_error = 1, 1.0, True
         self.depends_on = []
-        self.needs = set()          # indexes of tasks this one must wait for
-        self.edges = {}             # index in needs -> why: {"data", "status", "depends_on"}
-
-    def wait_for(self, index, kind):
-        """Wait for task ``index``; ``kind`` says why (for -validate and -graph)."""
-        self.needs.add(index)
-        self.edges.setdefault(index, set()).add(kind)
+        self.compiled_params = self.compiled_when = self.compiled_loop = None
+        self.reads = set()          # (kind, index) of each task it references (_EDGE_KINDS)
+        self.needs = set()          # indexes of tasks it must wait for (made by _link)
+        self.edges = {}             # index -> the kinds of its edge to that task (by _link)
 
     def __repr__(self):
         return f"<Task {self.label}>"
@@ -596,11 +593,7 @@ class Playbook:
         self.name, self.file, self.tasks, self.dir = name, file, tasks, dir
         self.vars, self.delimiters = vars, delimiters
         self.warnings = []          # load-time notes ('file:line:col: ...'), logged by Engine.run
-        by_key = {t.key: t for t in tasks}
-        self.consumers = {t.index: [] for t in tasks}
-        for t in tasks:
-            if t.stream_input is not None:
-                self.consumers[by_key[t.stream_input].index].append(t.index)
+        self.consumers = _link(tasks)
         self.pipelines = _pipelines(tasks, self.consumers)
 
 
@@ -662,6 +655,9 @@ class _Loader:
                              else os.getcwd())
         self.registry = _ModuleFinder(modules_dirs)
         self.var_files = [d for d in map(_var_file, var_files) if d is not None]
+        self.delimiters = _DEFAULT_DELIMITERS   # the playbook's own, once 'templating' is read
+        self.task_keys = {}         # task name -> Task, filled by link
+        self.registers = {}         # register key -> Task, filled by link
         self.read = set()           # root names that templates read
         self.warnings = []
         self.templates = {}         # task index -> [(field, path, container, key, template)]
@@ -714,7 +710,7 @@ class _Loader:
             _secrets.add_named(key, value)
         tasks = [self.task(i, raw, raw_tasks) for i, raw in enumerate(raw_tasks)]
         self.link(tasks)
-        vars = self.render_vars(raw_vars, tasks)
+        vars = self.render_vars(raw_vars)
         for key, value in vars.items():
             _secrets.add_named(key, value)
         defined = set(vars) | {"_gxo"}
@@ -864,9 +860,9 @@ class _Loader:
                         found.append((field, path, container, key, compile_template(text, d)))
                     except TemplateError as e:
                         raise self.fail(container, key, f"template error at {e}", t, path) from None
-        t._params = _compile_value(t.params, d, getattr(t.module, "raw_params", ()))
-        t._when = _compile_value(t.when, d) if t.when is not None else None
-        t._loop = _compile_value(t.loop, d) if t.loop is not None else None
+        t.compiled_params = _compile_value(t.params, d, getattr(t.module, "raw_params", ()))
+        t.compiled_when = _compile_value(t.when, d) if t.when is not None else None
+        t.compiled_loop = _compile_value(t.loop, d) if t.loop is not None else None
         module = t.module()
         if hasattr(module, "parse_params"):
             p = Params(t.params, static=True, delimiters=d)
@@ -892,8 +888,8 @@ class _Loader:
     # -- the playbook as a whole
 
     def link(self, tasks):
-        """Check names and references between tasks, and derive DAG edges."""
-        keys, registers = {}, {}
+        """Check names and references between tasks; record the stream and depends_on ones."""
+        keys, registers = self.task_keys, self.registers
         for t in tasks:
             raw = self.doc.root["tasks"][t.index]
             if t.name is not None:
@@ -906,7 +902,6 @@ class _Loader:
                     raise self.fail(raw, "register", f"register key {_excerpt(t.register)} is already "
                                     f"used by {registers[t.register].label}", t, "register")
                 registers[t.register] = t
-        self.task_keys, self.registers = keys, registers
         for t in tasks:
             raw = self.doc.root["tasks"][t.index]
             if t.stream_input is not None:
@@ -917,11 +912,12 @@ class _Loader:
                 if t.loop is not None:
                     raise self.fail(raw, "loop", "a task with stream_input cannot loop: the "
                                     "iterations would split one stream between them", t, "loop")
+                t.reads.add(("stream", producer.index))
             for i, dep in enumerate(t.depends_on):
                 container = raw["depends_on"] if isinstance(raw["depends_on"], list) else raw
                 key = i if container is not raw else "depends_on"
                 producer = self.named(keys, container, key, dep, t, "depends_on")
-                t.wait_for(producer.index, "depends_on")
+                t.reads.add(("depends_on", producer.index))
         clash = set(registers) & set(self.doc.root.get("vars") or {}).union(
             self.cli_vars, *(d.root for d in self.var_files))
         if clash:
@@ -936,7 +932,7 @@ class _Loader:
                             t, field or key)
         return keys[name]
 
-    def render_vars(self, raw_vars, tasks):
+    def render_vars(self, raw_vars):
         """Render playbook vars in order; -var-file and -var values override and come first."""
         data = {}
         for doc in self.var_files:
@@ -1023,7 +1019,7 @@ class _Loader:
                                     file=self.doc.file)
 
     def check_templates(self, t, defined):
-        """Every variable a template reads must exist; references become edges."""
+        """Every variable a template reads must exist; record the register keys it reads."""
         item_vars = set()
         if t.loop is not None:
             item_vars = {t.loop_var} | ({t.index_var} if t.index_var else set())
@@ -1045,7 +1041,7 @@ class _Loader:
                                     + self.hint(t, parts[0], names, item_vars), t, path)
                 producer = self.registers.get(parts[0])
                 if producer is not None and parts[0] not in defined:
-                    t.wait_for(producer.index, "data")
+                    t.reads.add(("data", producer.index))
 
     def hint(self, t, name, names, item_vars):
         hint = _suggest(name, names)
@@ -1071,7 +1067,7 @@ class _Loader:
             if len(parts) > 3 and parts[3] != "status":
                 raise self.fail(container, key, f"_gxo.tasks.{name} has only 'status', not "
                                 f"{_excerpt(parts[3])}", t, field)
-            t.wait_for(self.task_keys[name].index, "status")
+            t.reads.add(("status", self.task_keys[name].index))
 
 
 def _yaml_value(text, name):
@@ -3270,8 +3266,27 @@ class _ErrorSink:
 
 # ---------------------------------------------------------------- DAG
 #
-# Tasks joined by streams form a pipeline, started as one unit; edges between
-# pipelines come from register keys, _gxo.tasks.NAME and depends_on (Task.needs).
+# The loader records what each task references (Task.reads); _link turns that
+# into edges.  Tasks joined by streams form a pipeline, started as one unit;
+# edges between pipelines come from register keys, _gxo.tasks.NAME and
+# depends_on (Task.needs).  _Schedule walks the DAG as a run goes.
+
+def _link(tasks):
+    """Make each task's ``needs`` and ``edges`` from its ``reads``; return the
+    consumers of each task (the tasks streaming from it, in file order)."""
+    consumers = {t.index: [] for t in tasks}
+    for t in tasks:
+        for kind, i in t.reads:
+            t.edges.setdefault(i, set()).add(kind)
+            if kind == "stream":
+                consumers[i].append(t.index)    # it runs beside its producer: no wait
+            else:
+                t.needs.add(i)
+        if t.always:                    # it runs however they end: the plan shows it
+            for kinds in t.edges.values():
+                kinds.add("always")
+    return consumers
+
 
 def _pipelines(tasks, consumers):
     """Group tasks joined by stream edges: each group starts together."""
@@ -3353,18 +3368,8 @@ _EDGE_MEANING = {
 
 def _edges(playbook):
     """(awaited, waiting, kinds) for every edge, by waiting task then awaited task."""
-    tasks = playbook.tasks
-    producer = {c: p for p, cons in playbook.consumers.items() for c in cons}
-    edges = []
-    for t in tasks:
-        why = {i: set(kinds) for i, kinds in t.edges.items()}
-        if t.index in producer:
-            why.setdefault(producer[t.index], set()).add("stream")
-        if getattr(t, "always", False):
-            for kinds in why.values():
-                kinds.add("always")
-        edges += [(i, t.index, [k for k in _EDGE_KINDS if k in why[i]]) for i in sorted(why)]
-    return edges
+    return [(i, t.index, [k for k in _EDGE_KINDS if k in t.edges[i]])
+            for t in playbook.tasks for i in sorted(t.edges)]
 
 
 def _waves(playbook):
@@ -3480,6 +3485,112 @@ def _graph(playbook, form):
         lines.append(f"  t{i + 1} -> t{j + 1} [label={_dot_text(', '.join(kinds))}, "
                      f"style={_DOT_STYLES[kinds[0]]}{colour}];")
     return "\n".join(lines + ["}"]) + "\n"
+
+
+# -- the schedule: the DAG as a run walks it, after graphlib.TopologicalSorter
+
+class _Schedule:
+    """Which pipelines may start, as the tasks of a run end.
+
+    get_ready() hands out the pipelines whose needs have all ended, done(i)
+    counts a task that ran down for the pipelines waiting for it, skip(i)
+    takes out a task that will never start.  A task that failed or was
+    skipped skips what streams from it and what needs it, but failure
+    handlers (always: true); done and skip return what they skipped, with
+    why, in order, for the engine to record.
+    """
+
+    def __init__(self, playbook):
+        self.tasks = tasks = playbook.tasks
+        self.consumers = playbook.consumers     # task -> the tasks streaming from it
+        self.groups = groups = [sorted(g) for g in playbook.pipelines]
+        self.group_of = {i: g for g, members in enumerate(groups) for i in members}
+        self._waiting = [0] * len(groups)       # a pipeline's needs not ended yet
+        self._dependents = {t.index: [] for t in tasks}     # task -> the pipelines needing it
+        for g, members in enumerate(groups):
+            needs = {d for i in members for d in tasks[i].needs} - set(members)
+            self._waiting[g] = len(needs)
+            for d in needs:
+                self._dependents[d].append(g)
+        self._started = [False] * len(groups)   # or all of it skipped
+        self._left = [len(members) for members in groups]  # members not skipped
+        self._skipped = [False] * len(tasks)
+        self._ready = deque(sorted((g for g in range(len(groups)) if not self._waiting[g]),
+                                   key=lambda g: groups[g][0]))
+
+    def get_ready(self, room):
+        """Mark started and return the pipelines ready to start (each a list of its
+        members, but the skipped), while ``room``, how many more tasks may start, lasts."""
+        ready = []
+        while self._ready and room > 0:
+            g = self._ready.popleft()
+            if self._started[g]:                # all of it skipped meanwhile (a halt)
+                continue
+            self._started[g] = True
+            members = [i for i in self.groups[g] if not self._skipped[i]]
+            ready.append(members)
+            room -= len(members)
+        return ready
+
+    def done(self, i, failed=False):
+        """Task i ran and ended; return [(task, why)] it skips (what needs it, if it failed)."""
+        if not self._dependents[i]:
+            return []                           # nothing waits for most tasks: be quick
+        skipped = []
+        reason = f"dependency '{self.tasks[i].key}' failed" if failed else None
+        for m, why in self._release(i, reason):
+            self._skip(m, why, skipped)
+        return skipped
+
+    def skip(self, i, reason):
+        """Skip task i, which never started; return [(task, why)] skipped, i first."""
+        skipped = []
+        self._skip(i, reason, skipped)
+        return skipped
+
+    def unstarted(self):
+        """Yield the tasks neither started nor skipped (as they are when each is reached)."""
+        for g, members in enumerate(self.groups):
+            if not self._started[g]:
+                for i in members:
+                    if not self._skipped[i]:
+                        yield i
+
+    def _skip(self, i, reason, skipped):
+        todo = [(i, reason)]                    # a loop, not recursion: chains can be long
+        while todo:
+            i, reason = todo.pop()
+            if self._skipped[i]:
+                continue
+            self._skipped[i] = True
+            skipped.append((i, reason))
+            g = self.group_of[i]
+            self._left[g] -= 1
+            if not self._left[g]:
+                self._started[g] = True         # nothing of its pipeline is left to start
+            if not reason.startswith("dependency"):
+                reason = f"dependency '{self.tasks[i].key}' was skipped ({reason})"
+            todo += [(c, reason) for c in self.consumers[i]]
+            todo += self._release(i, reason)
+
+    def _release(self, i, reason):
+        """Count task i down for the pipelines that need it.
+
+        Returns the tasks to skip, with why: those that need i and are no
+        failure handlers, if i failed or was skipped (``reason``); in a
+        pipeline only that member and what streams from it are skipped.
+        """
+        skips = []
+        for g in self._dependents[i]:
+            if self._started[g]:
+                continue
+            if reason is not None:
+                skips += [(m, reason) for m in self.groups[g]
+                          if i in self.tasks[m].needs and not self.tasks[m].always]
+            self._waiting[g] -= 1
+            if not self._waiting[g]:
+                self._ready.append(g)           # get_ready passes it by if all of it is skipped
+        return skips
 
 
 # ---------------------------------------------------------------- modules
@@ -4386,16 +4497,16 @@ class _Runner:
         t, ctx, data = self.t, self.ctx, self.engine.state.data
         if ctx.cancelled:                   # a halt, or its producer failed, before it ran
             return FAILED, ctx.reason, None
-        if t._when is not None:
+        if t.compiled_when is not None:
             try:
-                go = truthy(t._when(data))
+                go = truthy(t.compiled_when(data))
             except TemplateError as e:
                 reason = self.why(e)
                 ctx.log.warn(f"'when' could not be evaluated, skipping: {reason}")
                 return SKIPPED, f"'when' failed: {reason}", None
             if not go:
                 return SKIPPED, "'when' is false", None
-        if t._loop is None:
+        if t.compiled_loop is None:
             # A module that returns has completed, even if a halt arrives in the
             # same instant: a cancelled module raises (ctx.check()).
             try:
@@ -4410,7 +4521,7 @@ class _Runner:
         return self.loop(items, data)
 
     def items(self, data):
-        items = self.t._loop(data)
+        items = self.t.compiled_loop(data)
         if isinstance(items, dict):
             return [{"key": k, "value": v} for k, v in items.items()]
         if isinstance(items, (list, tuple)):
@@ -4475,7 +4586,7 @@ class _Runner:
         per item); ``index`` and ``item`` name a loop's item in messages.
         """
         t, ctx = self.t, self.ctx
-        params = rendered = t._params(scope)
+        params = rendered = t.compiled_params(scope)
         module = t.module()
         parse = getattr(module, "parse_params", None)
         if parse is not None:
@@ -4690,7 +4801,13 @@ class Engine:
         self.reporter = _Reporter(self.log, playbook, dry_run, report)
         self.workers = _Workers()
         self._events = SimpleQueue()        # ("done",) or ("stop", reason, exit code)
-        self._lock = threading.Lock()       # guards the scheduling state below
+        # The run's state is made in one place, _prepare.  _lock guards its
+        # scheduling part: _schedule, running, channels, halted, exit_code,
+        # killed, and the results of the tasks not running (a running task's
+        # result is written by its own worker, in _execute).  _take_ready,
+        # _start_group, _finish, _stop, _halt, _skip, _record_skips and
+        # _cancel_running run with it held: _serve, _work and _end take it.
+        self._lock = threading.Lock()
         self.state = None
 
     def cancel(self, reason="cancelled", exit_code=1):
@@ -4717,101 +4834,129 @@ class Engine:
 
         Raises GxoError (before any task runs) if the executor cannot be opened.
         """
-        target = self.executor_target
-        if self.dry_run and target != "local":
-            self.log.info("dry run: the executor is not contacted")
-            target = "local"
-        self.executor, owned = _open_executor(target, self.log)
+        owned = self._open()
         try:
-            if self.executor.remote:
-                pb = self.playbook
-                streamed = [t.key for t in pb.tasks if t.type == "exec" and t.executor is None
-                            and (t.stream_input is not None or pb.consumers[t.index])]
-                if streamed:
-                    self.log.info(f"streams stay on this machine: {', '.join(streamed)} "
-                                  f"run{'s' if len(streamed) == 1 else ''} locally")
-            return self._run()
+            self._prepare()
+            start = time.monotonic()
+            self._begin()
+            self._serve()
+            return self._end(start)
         finally:
             if owned:
                 self.executor.close()
                 self.log.flush()
 
-    def _run(self):
-        pb, log = self.playbook, self.log
-        tasks = pb.tasks
+    # -- the steps of a run
+
+    def _open(self):
+        """Open the run's executor; return whether the run owns it (and closes it)."""
+        target = self.executor_target
+        if self.dry_run and target != "local":
+            self.log.info("dry run: the executor is not contacted")
+            target = "local"
+        self.executor, owned = _open_executor(target, self.log)
+        return owned
+
+    def _prepare(self):
+        """Make the run's state: what templates read, the results, the schedule."""
+        pb = self.playbook
         self.state = _State(pb.vars, pb.dir)
-        self.results = [TaskResult(t.key) for t in tasks]
-        self.running, self.channels = {}, {}
-        self.groups = groups = [sorted(g) for g in pb.pipelines]
-        self.group_of = {i: g for g, members in enumerate(groups) for i in members}
-        self.waiting, self.dependents = [0] * len(groups), {t.index: [] for t in tasks}
-        for g, members in enumerate(groups):
-            needs = {d for i in members for d in tasks[i].needs} - set(members)
-            self.waiting[g] = len(needs)
-            for d in needs:
-                self.dependents[d].append(g)
-        self.started = [False] * len(groups)
-        self.ready = deque(sorted((g for g in range(len(groups)) if not self.waiting[g]),
-                                  key=lambda g: groups[g][0]))
-        self.registered_by = {t.register: t for t in tasks if t.register is not None}
-        self.halted, self.exit_code, self.killed, stops = None, 0, False, 0
-        start = time.monotonic()
+        self.results = [TaskResult(t.key) for t in pb.tasks]
+        self.running = {}                   # task index -> its TaskContext
+        self.channels = {}                  # task index -> (its consumers, their channels)
+        self._schedule = _Schedule(pb)
+        self.registered_by = {t.register: t for t in pb.tasks if t.register is not None}
+        self.halted, self.exit_code, self.killed = None, 0, False
+
+    def _begin(self):
+        """Say that the run starts, where streams run and the load-time warnings; cap
+        the calls at once."""
+        pb = self.playbook
+        if self.executor.remote:
+            streamed = [t.key for t in pb.tasks if t.type == "exec" and t.executor is None
+                        and (t.stream_input is not None or pb.consumers[t.index])]
+            if streamed:
+                self.log.info(f"streams stay on this machine: {', '.join(streamed)} "
+                              f"run{'s' if len(streamed) == 1 else ''} locally")
         self.reporter.run_started()
         for warning in pb.warnings:
-            log.warn(warning)
-        self.limit_calls()
+            self.log.warn(warning)
+        self._limit_calls()
+
+    def _limit_calls(self):
+        """Cap the module calls at once by the open-file limit, if the playbook could pass it."""
+        self.slots = self.cap = None
+        limit = None if self.dry_run else _open_file_limit()
+        if limit is None:
+            return
+        cap, soft = limit
+        widest = sorted((t.parallel for t in self.playbook.tasks), reverse=True)
+        if sum(widest[:self.concurrency]) > cap:
+            self.slots, self.cap = threading.Semaphore(cap), cap
+            self.concurrency = min(self.concurrency, cap)
+            self.log.warn(f"at most {cap} module calls run at once: the open-file limit "
+                          f"(ulimit -n {soft}) allows no more")
+
+    def _serve(self):
+        """Start what is ready, then serve stop requests until the last task has ended.
+
+        Workers start what becomes ready as tasks end (_work): this thread only waits.
+        """
         with self._lock:
-            jobs = self.take_ready()
-        busy = bool(jobs)
+            jobs = self._take_ready()
+        busy, stops = bool(jobs), 0
         while busy:                         # wait for the last task, or a stop request
             for job in jobs:
-                self.workers.submit(self.work, job)
-            log.flush()
+                self.workers.submit(self._work, job)
+            self.log.flush()
             event = self._next_event()
             if event[0] == "done":
                 break
             stops += 1
             with self._lock:
-                if stops > 1:               # a second request: failure handlers too, at once
-                    log.warn(f"stopping at once: {event[1]}")
-                    self.killed = True
-                    self.cancel_running(f"cancelled: {self.halted}", hard=True)
-                else:
-                    handlers = any(t.always and r.status is None for t, r in zip(tasks, self.results))
-                    log.warn(f"stopping: {event[1]}" + (" (failure handlers still run: stop "
-                                                          "again to cancel them)" if handlers else ""))
-                    if self.halted is None:
-                        self.halt(event[1], event[2], f"cancelled: {event[1]}")
-                jobs = self.take_ready()    # failure handlers that wait for nothing now
+                self._stop(event[1], event[2], again=stops > 1)
+                jobs = self._take_ready()   # failure handlers that wait for nothing now
                 busy = bool(jobs or self.running)
+
+    def _end(self, start):
+        """Skip what never started; return the RunResult, reported."""
         with self._lock:
-            for g, members in enumerate(groups):
-                if not self.started[g]:
-                    for i in members:
-                        self.skip(i, "playbook halted" if self.halted else "never became ready")
+            for i in self._schedule.unstarted():
+                self._skip(i, "playbook halted" if self.halted else "never became ready")
         self.workers.shutdown()
-        result = RunResult(pb, {t.key: r for t, r in zip(tasks, self.results)},
+        pb = self.playbook
+        result = RunResult(pb, {t.key: r for t, r in zip(pb.tasks, self.results)},
                            dict(self.state.data), time.monotonic() - start, self.exit_code)
         self.reporter.run_ended(result, self.halted)
-        log.flush()
+        self.log.flush()
         return result
 
-    # -- scheduling (every method here runs with self._lock held, but work)
+    # -- scheduling (with self._lock held, but _work and _execute)
 
-    def take_ready(self):
+    def _stop(self, reason, exit_code, again):
+        """A stop request: halt, but failure handlers; a second one cancels those too, at once."""
+        if again:
+            self.log.warn(f"stopping at once: {reason}")
+            self.killed = True
+            self._cancel_running(f"cancelled: {self.halted}", hard=True)
+            return
+        handlers = any(t.always and r.status is None
+                       for t, r in zip(self.playbook.tasks, self.results))
+        self.log.warn(f"stopping: {reason}" + (" (failure handlers still run: stop again "
+                                               "to cancel them)" if handlers else ""))
+        if self.halted is None:
+            self._halt(reason, exit_code, f"cancelled: {reason}")
+
+    def _take_ready(self):
         """Start what is ready, within the concurrency limit; return the jobs."""
-        jobs = []
-        while self.ready and not self.killed and len(self.running) < self.concurrency:
-            g = self.ready.popleft()
-            if not self.started[g]:         # else skipped meanwhile (a halt)
-                jobs += self.start_group(g)
+        jobs, room = [], 0 if self.killed else self.concurrency - len(self.running)
+        for members in self._schedule.get_ready(room):
+            jobs += self._start_group(members)
         return jobs
 
-    def start_group(self, g):
+    def _start_group(self, members):
         """Set up a task, or every member of a stream pipeline at once (but the skipped)."""
-        self.started[g] = True
         pb, results = self.playbook, self.results
-        members = [i for i in self.groups[g] if results[i].status is None]
         outputs, inputs = {}, {}
         for i in members:
             # A skipped consumer gets no channel.  Fan-out: every consumer but the
@@ -4841,22 +4986,22 @@ class Engine:
             jobs.append((t, ctx, input, outs))
         return jobs
 
-    def work(self, job):
+    def _work(self, job):
         """A worker's loop: run a task, do its bookkeeping, go on with what is ready."""
         while job is not None:
-            self.execute(*job)
+            self._execute(*job)
             with self._lock:
-                jobs = self.finish(job[0])
+                jobs = self._finish(job[0])
                 done = not self.running
             job = jobs.pop(0) if jobs else None
             for other in jobs:
-                self.workers.submit(self.work, other)
+                self.workers.submit(self._work, other)
             if job is None:
                 self.log.flush()            # going idle: write the end lines held
             if done:
                 self._events.put(("done",))
 
-    def execute(self, t, ctx, input, outputs):
+    def _execute(self, t, ctx, input, outputs):
         """Run one task on this thread; its result goes to self.results."""
         result = self.results[t.index]
         self.log.flush()                    # its start line, and the end lines held
@@ -4889,7 +5034,7 @@ class Engine:
             result.record_errors = errors.count
             result.duration = time.monotonic() - begin
 
-    def finish(self, t):
+    def _finish(self, t):
         """Bookkeeping when a task ends: status, streams, halting, what it releases."""
         result = self.results[t.index]
         del self.running[t.index]
@@ -4908,91 +5053,49 @@ class Engine:
         self.reporter.task_ended(t, result)
         if result.status == FAILED and not t.ignore_errors and self.halted is None:
             self.log.error(f"halting the playbook: {t.label} failed")
-            self.halt(f"task '{t.key}' failed", 1,
-                      f"cancelled: playbook halted because {t.key} failed")
-        for m, why in self.release(t.index):
-            self.skip(m, why)
-        return self.take_ready()
+            self._halt(f"task '{t.key}' failed", 1,
+                       f"cancelled: playbook halted because {t.key} failed")
+        skipped = self._schedule.done(t.index, result.status == FAILED)
+        if skipped:
+            self._record_skips(skipped)
+        return self._take_ready()
 
-    def halt(self, reason, exit_code, cancel_reason):
+    def _halt(self, reason, exit_code, cancel_reason):
         """Stop the run: cancel what runs and skip what has not started, but failure handlers."""
         self.halted, self.exit_code = reason, exit_code
-        self.cancel_running(cancel_reason)
+        self._cancel_running(cancel_reason)
         tasks = self.playbook.tasks
-        for g, members in enumerate(self.groups):
-            if not self.started[g]:
-                for i in members:
-                    if not tasks[i].always:
-                        self.skip(i, "playbook halted")
+        for i in self._schedule.unstarted():
+            if not tasks[i].always:
+                self._skip(i, "playbook halted")
 
-    def release(self, i, reason=None):
-        """Task i ended: count it down for what waits for it.
-
-        Returns the tasks to skip, with why: those that need i and are no
-        failure handlers, if i failed, or was skipped (``reason``); in a
-        pipeline only that member and what streams from it are skipped.
-        """
-        result = self.results[i]
-        if reason is None and result.status == FAILED:
-            reason = f"dependency '{result.name}' failed"
-        tasks, skips = self.playbook.tasks, []
-        for g in self.dependents[i]:
-            if self.started[g]:
-                continue
-            if reason is not None:
-                skips += [(m, reason) for m in self.groups[g]
-                          if i in tasks[m].needs and not tasks[m].always]
-            self.waiting[g] -= 1
-            if not self.waiting[g]:
-                self.ready.append(g)        # take_ready passes it by if all of it is skipped
-        return skips
-
-    def skip(self, i, reason):
+    def _skip(self, i, reason):
         """Skip a task that never started, what streams from it, and what waits for it."""
-        todo = [(i, reason)]                # a loop, not recursion: chains can be long
-        while todo:
-            i, reason = todo.pop()
+        self._record_skips(self._schedule.skip(i, reason))
+
+    def _record_skips(self, skipped):
+        """Record and report the tasks the schedule skipped, with why."""
+        tasks = self.playbook.tasks
+        for i, reason in skipped:
             result = self.results[i]
-            if result.status is not None:
-                continue
             result.status, result.reason = SKIPPED, reason
             self.state.set_status(result.name, SKIPPED)
-            self.reporter.task_ended(self.playbook.tasks[i], result)
-            g = self.group_of[i]
-            if all(self.results[m].status is not None for m in self.groups[g]):
-                self.started[g] = True      # nothing of its pipeline is left to start
-            if not reason.startswith("dependency"):
-                reason = f"dependency '{result.name}' was skipped ({reason})"
-            todo += [(c, reason) for c in self.playbook.consumers[i]]
-            todo += self.release(i, reason)
+            self.reporter.task_ended(tasks[i], result)
 
-    def cancel_running(self, reason, hard=False):
+    def _cancel_running(self, reason, hard=False):
         """Cancel the running tasks; failure handlers only if ``hard``."""
         tasks = self.playbook.tasks
         for i, ctx in list(self.running.items()):
             if hard or not tasks[i].always:
                 ctx.cancel(reason, hard)
 
-    # -- how many calls run at once, and why a register is missing (no lock needed)
-
-    def limit_calls(self):
-        """Cap the module calls at once by the open-file limit, if the playbook could pass it."""
-        self.slots = self.cap = None
-        limit = None if self.dry_run else _open_file_limit()
-        if limit is None:
-            return
-        cap, soft = limit
-        widest = sorted((t.parallel for t in self.playbook.tasks), reverse=True)
-        if sum(widest[:self.concurrency]) > cap:
-            self.slots, self.cap = threading.Semaphore(cap), cap
-            self.concurrency = min(self.concurrency, cap)
-            self.log.warn(f"at most {cap} module calls run at once: the open-file limit "
-                          f"(ulimit -n {soft}) allows no more")
+    # -- what a task's runner asks (no lock: it reads what is set before the task starts)
 
     def slots_for(self, t):
         """What a call of task t holds while it runs, if calls are capped.  Never for
         a pipeline: its members wait for each other, so holding slots could deadlock."""
-        if self.slots is None or len(self.groups[self.group_of[t.index]]) > 1:
+        schedule = self._schedule
+        if self.slots is None or len(schedule.groups[schedule.group_of[t.index]]) > 1:
             return None
         return self.slots
 

@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import gxo
 import mockmods
@@ -758,3 +759,85 @@ def test_a_signal_delivered_to_a_worker_thread_still_stops_the_run():
         signal.signal(signal.SIGINT, previous)
     assert result.exit_code == 130
     assert result.tasks["t"].reason == "cancelled: interrupted by SIGINT"
+
+
+# -- the schedule (gxo._Schedule), driven as the engine drives it
+
+@st.composite
+def _dags(draw):
+    """A playbook of fake tasks with depends_on, streams and failure handlers, and which
+    tasks fail.  A consumer has no depends_on: then no two pipelines wait for each other."""
+    n = draw(st.integers(1, 9))
+    lines = ["name: dag", "tasks:"]
+    for i in range(n):
+        lines.append(f"  - {{name: t{i}, type: fake, always: {str(draw(st.booleans())).lower()}")
+        if i and draw(st.integers(0, 3)) == 0:
+            lines[-1] += f", stream_input: t{draw(st.integers(0, i - 1))}"
+        elif i:
+            deps = draw(st.sets(st.integers(0, i - 1), max_size=3))
+            lines[-1] += f", depends_on: [{', '.join(f't{d}' for d in sorted(deps))}]"
+        lines[-1] += "}"
+    return gxo.load_playbook("\n".join(lines) + "\n"), draw(st.sets(st.integers(0, n - 1)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_dags(), st.randoms(use_true_random=False))
+def test_schedule_starts_each_task_once_after_its_needs_or_skips_it(dag, rnd):
+    pb, failing = dag
+    tasks, schedule = pb.tasks, gxo._Schedule(pb)
+    producer = {c: p for p, cs in pb.consumers.items() for c in cs}
+    ended, started, running = {}, set(), set()      # ended: task -> done, failed or skipped
+    while True:
+        room = rnd.randint(1, 3)
+        ready = schedule.get_ready(room)
+        assert sum(len(m) for m in ready[:-1]) < room       # room is checked before each start
+        for members in ready:
+            for i in members:
+                assert i not in started and i not in ended
+                assert all(d in ended for d in tasks[i].needs)
+                if not tasks[i].always:
+                    assert all(ended[d] == "done" for d in tasks[i].needs)
+            started.update(members)
+            running.update(members)
+        if not running:
+            break
+        i = rnd.choice(sorted(running))
+        running.remove(i)
+        ended[i] = "failed" if i in failing else "done"
+        for m, why in schedule.done(i, i in failing):
+            assert m not in started and m not in ended
+            ended[m] = "skipped"
+            p = producer.get(m)
+            assert (not tasks[m].always and any(ended.get(d) in ("failed", "skipped")
+                                                for d in tasks[m].needs)) \
+                or ended.get(p) == "skipped", (m, why)
+            assert why.startswith("dependency '")
+    assert started | {i for i, e in ended.items() if e == "skipped"} == set(range(len(tasks)))
+    assert not started & {i for i, e in ended.items() if e == "skipped"}
+    assert list(schedule.unstarted()) == []
+
+
+def test_schedule_skips_a_pipeline_member_its_consumers_and_what_needs_them(load):
+    pb = load("""
+        name: s
+        tasks:
+          - {name: a, type: fake}
+          - {name: src, type: fake, depends_on: a}
+          - {name: mid, type: fake, stream_input: src}
+          - {name: sink, type: fake, stream_input: mid}
+          - {name: other, type: fake, stream_input: src}
+          - {name: after, type: fake, depends_on: sink}
+          - {name: handler, type: fake, depends_on: sink, always: true}
+    """)
+    schedule = gxo._Schedule(pb)
+    assert schedule.get_ready(8) == [[0]]
+    assert schedule.get_ready(8) == []
+    assert schedule.done(0) == []
+    assert schedule.skip(2, "playbook halted") == [
+        (2, "playbook halted"), (3, "dependency 'mid' was skipped (playbook halted)"),
+        (5, "dependency 'mid' was skipped (playbook halted)")]
+    assert list(schedule.unstarted()) == [1, 4, 6]
+    assert schedule.get_ready(1) == [[1, 4]]        # the pipeline, but its skipped members
+    assert schedule.get_ready(1) == [[6]]           # the handler: sink ended (skipped)
+    assert schedule.done(1, failed=True) == []      # its members run: the engine cancels them
+    assert list(schedule.unstarted()) == []

@@ -85,6 +85,14 @@ def test_edges_record_why_each_task_waits(load):
     assert [sorted(t.needs) for t in pb.tasks] == [[], [0], [], [1], [2], [], [], []]
 
 
+def test_edges_also_record_streams_and_failure_handlers(load):
+    pb = load(PLAYBOOK.replace("  - name: source\n", "  - name: source\n    always: true\n"))
+    assert [t.edges for t in pb.tasks[4:]] == [
+        {2: {"depends_on", "always"}}, {4: {"stream"}}, {5: {"stream"}}, {5: {"stream"}}]
+    assert [sorted(t.needs) for t in pb.tasks[4:]] == [[2], [], [], []]
+    assert pb.consumers == {0: [], 1: [], 2: [], 3: [], 4: [5], 5: [6, 7], 6: [], 7: []}
+
+
 def test_validate_prints_the_plan_and_runs_nothing(cli, tmp_path):
     r = cli("-validate", playbook=PLAYBOOK)
     assert r.returncode == 0, r.stderr
@@ -232,19 +240,10 @@ def test_graph_mermaid_quotes_odd_names(cli):
     assert edges == {("t1", "t2"): "data"}
 
 
-def _always(pb, *names):
-    """Mark tasks as failure handlers the way the loader does for `always: true`."""
-    class Always(gxo.Task):
-        __slots__ = ()
-        always = True
-    for t in pb.tasks:
-        if t.key in names:
-            t.__class__ = Always
-    return pb
-
-
 def test_graph_always_edges(load):
-    pb = _always(load(PLAYBOOK), "#4", "source")
+    pb = load(PLAYBOOK.replace("  - type: log\n", "  - type: log\n    always: true\n")
+              .replace("  - name: source\n", "  - name: source\n    always: true\n"))
+    assert [t.key for t in pb.tasks if t.always] == ["#4", "source"]
     nodes, edges, arrows, _, styled = _mermaid(gxo._graph(pb, "mermaid"))
     assert edges == {**EDGES, ("t2", "t4"): "status, always", ("t3", "t5"): "depends_on, always"}
     assert arrows[("t2", "t4")] == "-.->"
