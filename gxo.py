@@ -14,6 +14,25 @@ or from Python:
     import gxo
     result = gxo.run_playbook("deploy.yml", vars={"env": "prod"})
     result.ok, result.tasks["build"].status, result.state["build_out"]
+
+The sections below follow the data, and each uses only what is above it:
+
+    helpers     format_value (how a value prints), _excerpt, _suggest, _describe
+    errors      GxoError, PlaybookError, ParamError, TaskError, Cancelled, ...
+    secrets     _secrets: the values gxo never prints; _HIDDEN for no_log tasks
+    state       _freeze, _State: what tasks share, read-only
+    YAML        _Document: YAML 1.2 values, bounded, positions found on demand
+    templates   Go's text/template: lexer, nodes, parser, compiler; render, resolve
+    channels    Channel, fan_out: bounded streams of records between tasks
+    DAG         _link (edges), _find_cycle, the plan (-validate, -graph), _Schedule
+    modules     register, Module, Params, the module finder
+    loading     load_playbook, Task, Playbook: everything checked before a run
+    logging     Logger, _Reporter: log lines, progress, the recap, -report
+    executors   Executor, LocalExecutor: where exec calls run (Dask: gxo_modules/_dask)
+    context     TaskContext: what a module sees of the run
+    runner      _Runner: when -> loop -> params -> retry -> register
+    engine      Engine, RunResult, run_playbook
+    CLI         main
 """
 
 __all__ = [
@@ -22,7 +41,7 @@ __all__ = [
     "TemplateRenderError",
     "load_playbook", "Playbook", "Task", "Params",
     "render", "resolve", "template_variables", "compile_template", "format_value", "truthy",
-    "Channel", "copy_record", "Module", "TaskContext", "register", "Logger",
+    "Channel", "fan_out", "copy_record", "Module", "TaskContext", "register", "Logger",
     "DEBUG", "INFO", "WARN", "ERROR", "LEVELS",
     "Executor", "LocalExecutor", "Engine", "RunResult", "TaskResult", "run_playbook", "main",
 ]
@@ -49,6 +68,121 @@ if __name__ != "gxo":
 
 COMPLETED, FAILED, SKIPPED = "Completed", "Failed", "Skipped"
 _DEFAULT_DELIMITERS = ("<<", ">>")
+
+
+# ---------------------------------------------------------------- helpers
+#
+# Small functions every section below uses: names, excerpts of user values
+# in messages, suggestions, durations for people.
+
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _suggest(word, choices):
+    """Return ' (did you mean 'x'?)' for the closest choice, or ''."""
+    import difflib
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], 1, 0.6)
+    return f" (did you mean {_excerpt(close[0])}?)" if close else ""
+
+
+def _excerpt(text, limit=40):
+    """Quote a user's text for a message; a long one is cut to its head and
+    tail, with its length: 'aaaa…aaa' (10,000 chars)."""
+    if len(text) <= limit:
+        return repr(text)
+    head = limit * 2 // 3
+    return f"{text[:head] + '…' + text[head - limit + 1:]!r} ({len(text):,} chars)"
+
+
+def _describe(value):
+    """Name a YAML value for an error message: type and a short excerpt."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"the string {_excerpt(value)}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else _excerpt(text)}"
+
+
+def _short(item):
+    """A loop item for a message: its text, quoted and cut (_excerpt)."""
+    return _excerpt(item if isinstance(item, str) else format_value(item))
+
+
+def _plural(n, noun):
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _seconds(value):
+    """A duration for people: 850ms, 2.35s, 1m30s."""
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 60:
+        return f"{value:.2f}s"
+    return f"{int(value // 60)}m{value % 60:.0f}s"
+
+
+def format_value(v):
+    """How a value prints: Go's %v, except that lists and maps print as
+    compact JSON and nil as the empty string."""
+    t = type(v)
+    if t is str:
+        return v
+    if t is int:
+        return int.__repr__(v)
+    if t is bool:
+        return "true" if v else "false"
+    if t is float:
+        return _go_float_str(v)
+    if v is None:
+        return ""
+    if isinstance(v, (Mapping, list, tuple)):
+        import json
+        try:
+            return json.dumps(v, separators=(",", ":"), ensure_ascii=False,
+                              default=lambda o: dict(o) if isinstance(o, Mapping) else str(o))
+        except (TypeError, ValueError):       # keys JSON can't hold, cycles
+            return str(v)
+    for base in (bool, int, float, str):      # subclasses print like their base
+        if isinstance(v, base):
+            return format_value(base(v))
+    return str(v)
+
+
+def _go_float_str(f):
+    """Go's %v for a float64: the shortest digits that read back as f, in
+    exponent form (at least two exponent digits) below 1e-4 and from 1e6 on."""
+    if f != f:
+        return "NaN"
+    if f in (math.inf, -math.inf):
+        return "+Inf" if f > 0 else "-Inf"
+    if f == 0 or 1e-4 <= abs(f) < 1e6:       # where repr() has no exponent either
+        r = repr(f)
+        return r[:-2] if r.endswith(".0") else r
+    mantissa, _, exp = repr(abs(f)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    exp = int(exp or 0) + len(whole) - (len(whole + frac) - len(digits)) - 1
+    digits = digits.rstrip("0")
+    return (f"{'-' if f < 0 else ''}{digits[0]}{'.' if len(digits) > 1 else ''}{digits[1:]}"
+            f"e{'-' if exp < 0 else '+'}{abs(exp):02d}")
+
+
+def _path_parts(path):
+    """'args[1]' -> ['args', 1]; 'environment.HOME' -> ['environment', 'HOME']."""
+    return [int(p[1:-1]) if p[0] == "[" else p for p in re.findall(r"\[\d+\]|[^.\[\]]+", path)]
+
+
+def _item_text(item):
+    """A loop item as text, cut to 40 characters (for the report)."""
+    text = item if isinstance(item, str) else format_value(item)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # ---------------------------------------------------------------- errors
@@ -131,38 +265,6 @@ class TemplateRenderError(TemplateError):
     """Rendering failed on this data (Go's exec phase)."""
 
 
-def _suggest(word, choices):
-    """Return ' (did you mean 'x'?)' for the closest choice, or ''."""
-    import difflib
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], 1, 0.6)
-    return f" (did you mean {_excerpt(close[0])}?)" if close else ""
-
-
-def _excerpt(text, limit=40):
-    """Quote a user's text for a message; a long one is cut to its head and
-    tail, with its length: 'aaaa…aaa' (10,000 chars)."""
-    if len(text) <= limit:
-        return repr(text)
-    head = limit * 2 // 3
-    return f"{text[:head] + '…' + text[head - limit + 1:]!r} ({len(text):,} chars)"
-
-
-def _describe(value):
-    """Name a YAML value for an error message: type and a short excerpt."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"the string {_excerpt(value)}"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 40 else _excerpt(text)}"
-
-
 # ---------------------------------------------------------------- secrets
 #
 # Values that must never be printed: vars whose names look secret and values
@@ -218,6 +320,80 @@ class _Secrets:
 
 
 _secrets = _Secrets()
+
+_HIDDEN = "details hidden (no_log)"
+
+
+# ---------------------------------------------------------------- state
+#
+# Values in state are frozen: a task cannot change what another task sees.
+# Freezing happens once, when a value enters state; reads cost nothing.
+# Writes are single dict assignments, atomic under the GIL, so readers never
+# see a half-written value.
+
+def _read_only(self, *args, **kwargs):
+    raise TypeError("gxo state is read-only; copy the value (dict(x), list(x)) to change it")
+
+
+class _FrozenDict(dict):
+    """A dict from state: reads like a dict, refuses to change."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
+
+    def __deepcopy__(self, memo):
+        import copy
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
+
+
+class _FrozenList(list):
+    """A list from state: reads like a list, refuses to change."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = _read_only
+    clear = sort = reverse = __iadd__ = __imul__ = _read_only
+
+    def __deepcopy__(self, memo):
+        import copy
+        return [copy.deepcopy(v, memo) for v in self]
+
+    def __reduce__(self):
+        return (list, (list(self),))
+
+
+def _freeze(value):
+    """A deep read-only copy of a JSON-like value (shared if already frozen)."""
+    t = type(value)
+    if t is str or t is int or t is bool or t is float or value is None:
+        return value
+    if t is _FrozenDict or t is _FrozenList:
+        return value
+    if isinstance(value, dict):
+        return _FrozenDict({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return _FrozenList(_freeze(v) for v in value)
+    return value
+
+
+class _State:
+    """Vars, registered results and task statuses, shared by all tasks."""
+
+    def __init__(self, vars, playbook_dir):
+        self.data = dict(vars)
+        self._tasks = _FrozenDict()
+        self.data["_gxo"] = _FrozenDict(tasks=self._tasks, playbook_dir=playbook_dir)
+        from types import MappingProxyType
+        self.reader = MappingProxyType(self.data)
+
+    def set(self, key, value):
+        self.data[key] = _freeze(value)
+
+    def set_status(self, key, status):
+        dict.__setitem__(self._tasks, key, _FrozenDict(status=status))
 
 
 # ---------------------------------------------------------------- YAML loading
@@ -527,606 +703,6 @@ class _Document:
         if pos is not None:
             line, col = (pos >> 32) + 1, (pos & 0xFFFFFFFF) + 1
         return PlaybookError(message, file=self.file, line=line, col=col, **where)
-
-
-# ---------------------------------------------------------------- playbook loading and validation
-
-_DURATION_RE = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0,
-                   "m": 60.0, "h": 3600.0}
-_MAX_DURATION = 8760 * 3600.0      # a year: more is a mistake (and overflows waits)
-_MAX_NAME = 128                     # names head every log line of their task
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _parse_duration(text):
-    """Seconds in a Go duration string ('1.5s', '300ms', '1m30s'), at most a year."""
-    text = text.strip()
-    if text in ("0", "+0", "-0"):
-        return 0.0
-    body = text[1:] if text[:1] in "+-" else text
-    parts = _DURATION_RE.findall(body)
-    if not parts or "".join(n + u for n, u in parts) != body:
-        raise ValueError(f"invalid duration {_excerpt(text)} (use Go's form, like 300ms, 1.5s, 1m30s)")
-    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if seconds > _MAX_DURATION:
-        raise ValueError(f"duration {_excerpt(text)} is too long: at most 8760h (a year)")
-    return -seconds if text.startswith("-") else seconds
-
-
-class Task:
-    """One task of a playbook, validated and ready to run."""
-
-    __slots__ = ("index", "name", "key", "label", "type", "params", "register",
-                 "stream_input", "ignore_errors", "when", "loop", "loop_var",
-                 "index_var", "parallel", "attempts", "delay", "retry_on_error",
-                 "depends_on", "timeout", "always", "module", "compiled_params",
-                 "compiled_when", "compiled_loop", "reads", "needs", "edges", "no_log", "executor")
-
-    def __init__(self, index):
-        self.index = index
-        self.name = self.register = self.stream_input = None
-        self.when = self.loop = self.timeout = self.module = self.executor = None
-        self.params = {}
-        self.ignore_errors = self.always = self.no_log = False
-        self.loop_var, self.index_var, self.parallel = "item", None, 1
-        self.attempts, self.delay, self.retry_on_error = 1, 1.0, True
-        self.depends_on = []
-        self.compiled_params = self.compiled_when = self.compiled_loop = None
-        self.reads = set()          # (kind, index) of each task it references (_EDGE_KINDS)
-        self.needs = set()          # indexes of tasks it must wait for (made by _link)
-        self.edges = {}             # index -> the kinds of its edge to that task (by _link)
-
-    def __repr__(self):
-        return f"<Task {self.label}>"
-
-
-class Playbook:
-    """A loaded, validated playbook: its tasks (with their edges) and vars.
-
-    ``consumers`` maps a task index to the indexes of the tasks streaming
-    from it; ``pipelines`` lists the groups of tasks joined by streams.
-    """
-
-    def __init__(self, name, file, tasks, vars, delimiters, dir):
-        self.name, self.file, self.tasks, self.dir = name, file, tasks, dir
-        self.vars, self.delimiters = vars, delimiters
-        self.warnings = []          # load-time notes ('file:line:col: ...'), logged by Engine.run
-        self.consumers = _link(tasks)
-        self.pipelines = _pipelines(tasks, self.consumers)
-
-
-_TOP_KEYS = ("name", "templating", "vars", "tasks")
-_TASK_KEYS = ("name", "type", "params", "register", "stream_input", "ignore_errors",
-              "when", "loop", "loop_control", "retry", "depends_on", "timeout", "always",
-              "no_log", "executor")
-_LOOP_KEYS = ("parallel", "loop_var", "index_var")
-_RETRY_KEYS = ("attempts", "delay", "on_error")
-_OTHER_SYNTAX = re.compile(r"\{\{-?\s*[.$A-Za-z_][^{}]*\}\}")     # {{ .x }}, {{ x }}
-
-
-def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
-    """Load and validate a playbook from a path or from YAML text.
-
-    ``source`` is a path if it is an os.PathLike, or a str with no newline
-    that does not start with '{'; any other str is the YAML text itself
-    ("{name: x, tasks: [...]}" or several lines).  ``vars`` are the -var
-    overrides (a string is typed like the var it sets), over the values of
-    ``var_files`` (-var-file: YAML mappings, later ones win).  Raises
-    PlaybookError, naming the file, line, task and field, if anything is
-    wrong; nothing has run by then.
-    """
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
-                                           and not source.lstrip().startswith("{")):
-        file, text = os.fspath(source), None
-    else:
-        file, text = "<playbook>", source
-    import gc
-    collecting = gc.isenabled()
-    gc.disable()        # loading makes many objects and no garbage: collections are waste
-    try:
-        if text is None:
-            try:
-                with open(file, encoding="utf-8") as f:
-                    text = f.read()
-            except OSError as e:
-                raise PlaybookError(f"cannot read the playbook: {e.strerror}", file=file) from None
-            except UnicodeDecodeError:
-                raise PlaybookError("the playbook is not UTF-8 text", file=file) from None
-        return _Loader(_Document(text, file), dict(vars or {}), modules_dirs,
-                       var_files).playbook()
-    except MemoryError:
-        pass            # reported below, once what was built is freed
-    finally:
-        if collecting:
-            gc.enable()
-    raise PlaybookError("out of memory while loading the playbook", file=file)
-
-
-class _Loader:
-    """Checks a parsed playbook document and builds the Playbook."""
-
-    def __init__(self, doc, cli_vars, modules_dirs, var_files=()):
-        self.doc, self.cli_vars = doc, cli_vars
-        for name, value in cli_vars.items():
-            _secrets.add_named(name, value)
-        self.playbook_dir = (os.path.dirname(os.path.abspath(doc.file)) if doc.file != "<playbook>"
-                             else os.getcwd())
-        self.registry = _ModuleFinder(modules_dirs)
-        self.var_files = [d for d in map(_var_file, var_files) if d is not None]
-        self.delimiters = _DEFAULT_DELIMITERS   # the playbook's own, once 'templating' is read
-        self.task_keys = {}         # task name -> Task, filled by link
-        self.registers = {}         # register key -> Task, filled by link
-        self.read = set()           # root names that templates read
-        self.warnings = []
-        self.templates = {}         # task index -> [(field, path, container, key, template)]
-
-    def fail(self, container, key, message, task=None, field=None, at_key=False):
-        node = (self.doc.key_node(container, key) if at_key
-                else self.doc.node(container, key))
-        return self.doc.error(node, message, task=task and task.label, field=field)
-
-    def check_keys(self, mapping, allowed, task=None, field=None):
-        for key in mapping:
-            if key not in allowed:
-                what = f"unknown key {_excerpt(key)}" + _suggest(key, allowed)
-                raise self.fail(mapping, key, what + f"; expected one of: {', '.join(allowed)}",
-                                task, field and f"{field}.{key}" or None, at_key=True)
-
-    def expect(self, container, key, kinds, what, task=None, field=None):
-        value = container[key]
-        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise self.fail(container, key, f"expected {what}, got {_describe(value)}",
-                            task, field or key)
-        return value
-
-    def check_name(self, container, key, task=None):
-        """A name heads its task's log lines: one line, not too long."""
-        name = container[key]
-        if len(name) > _MAX_NAME or _CONTROL_RE.search(name):
-            raise self.fail(container, key, f"a name is one line of at most {_MAX_NAME} "
-                            f"characters, got {_describe(name)}", task, key)
-
-    def playbook(self):
-        root = self.doc.root
-        if not isinstance(root, dict):
-            raise self.doc.error(self.doc.node(root), "a playbook is a mapping with 'name' and 'tasks'")
-        self.check_keys(root, _TOP_KEYS)
-        for key in ("name", "tasks"):
-            if key not in root:
-                raise self.doc.error(self.doc.node(root), f"missing required key '{key}'")
-        name = self.expect(root, "name", str, "a string")
-        self.check_name(root, "name")
-        self.delimiters = self.templating(root.get("templating"), root)
-        raw_tasks = self.expect(root, "tasks", list, "a list of tasks")
-        if not raw_tasks:
-            raise self.fail(root, "tasks", "a playbook needs at least one task", field="tasks")
-        raw_vars = root.get("vars") or {}
-        if "vars" in root:
-            self.expect(root, "vars", (dict, type(None)), "a mapping of variables")
-        for key, value in raw_vars.items():     # before any error could echo them
-            _secrets.add_named(key, value)
-        tasks = [self.task(i, raw, raw_tasks) for i, raw in enumerate(raw_tasks)]
-        self.link(tasks)
-        vars = self.render_vars(raw_vars)
-        for key, value in vars.items():
-            _secrets.add_named(key, value)
-        defined = set(vars) | {"_gxo"}
-        for t in tasks:
-            self.check_templates(t, defined)
-        self.check_override_names(raw_vars)
-        playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters, self.playbook_dir)
-        playbook.warnings.extend(str(w) for w in sorted(self.warnings, key=lambda w: w.line or 0))
-        cycle = _find_cycle(tasks, playbook.pipelines)
-        if cycle:
-            message, i = cycle
-            raise self.fail(raw_tasks, i, message, tasks[i])
-        return playbook
-
-    def templating(self, conf, root):
-        if conf is None:
-            return _DEFAULT_DELIMITERS
-        self.expect(root, "templating", dict, "a mapping", field="templating")
-        self.check_keys(conf, ("engine", "delimiters"), field="templating")
-        if conf.get("engine", "go") != "go":
-            raise self.fail(conf, "engine", "only the 'go' template engine is supported",
-                            field="templating.engine")
-        delims = conf.get("delimiters", list(_DEFAULT_DELIMITERS))
-        if (not isinstance(delims, list) or len(delims) != 2
-                or not all(isinstance(d, str) and d.strip() for d in delims)):
-            raise self.fail(conf, "delimiters", 'expected two strings, like ["{{", "}}"]',
-                            field="templating.delimiters")
-        return tuple(delims)
-
-    # -- one task
-
-    def task(self, index, raw, raw_tasks):
-        t = Task(index)
-        t.label = f"task #{index + 1}"
-        if not isinstance(raw, dict):
-            raise self.fail(raw_tasks, index, f"a task is a mapping with 'type' and 'params', "
-                            f"got {_describe(raw)}", t)
-        if isinstance(raw.get("name"), str):
-            t.name = raw["name"]
-            t.label = f"task {_excerpt(t.name)} (#{index + 1})"
-        self.check_keys(raw, _TASK_KEYS, t)
-        if "name" in raw:
-            if not raw["name"] or not isinstance(raw["name"], str):
-                raise self.fail(raw, "name", "expected a non-empty string", t, "name")
-            self.check_name(raw, "name", t)
-        t.key = t.name if t.name is not None else f"#{index + 1}"
-        if "type" not in raw:
-            raise self.fail(raw_tasks, index, "missing required key 'type' (the module to run, "
-                            "e.g. exec)", t)
-        t.type = self.expect(raw, "type", str, "a module name", t)
-        try:
-            t.module = self.registry.find(t.type)
-        except PlaybookError as e:
-            raise self.fail(raw, "type", e.message, t, "type") from None
-        if raw.get("params") is not None:
-            t.params = self.expect(raw, "params", dict, "a mapping of module params", t)
-        for key in ("register", "stream_input"):
-            if raw.get(key) is not None:
-                setattr(t, key, self.expect(raw, key, str, "a string", t))
-        if t.register is not None and not _IDENT_RE.match(t.register):
-            raise self.fail(raw, "register", f"{_excerpt(t.register)} is not a usable variable name "
-                            "(letters, digits and _, not starting with a digit)", t, "register")
-        if t.register == "_gxo":
-            raise self.fail(raw, "register", "'_gxo' is reserved for gxo's own state", t, "register")
-        if t.register is not None and t.name is None:
-            raise self.fail(raw, "register", "a task with 'register' needs a 'name'", t, "register")
-        for key in ("ignore_errors", "always", "no_log"):
-            if key in raw:
-                setattr(t, key, self.expect(raw, key, bool, "true or false", t))
-        if raw.get("when") is not None:
-            t.when = self.expect(raw, "when", (str, bool, int, float), "a condition", t)
-        if raw.get("loop") is not None:
-            t.loop = self.expect(raw, "loop", (list, dict, str),
-                                 "a list, a mapping or a template resolving to a list", t)
-        if raw.get("depends_on") is not None:
-            deps = raw["depends_on"]
-            deps = [deps] if isinstance(deps, str) else deps
-            if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-                raise self.fail(raw, "depends_on", "expected a task name or a list of task names, "
-                                f"got {_describe(raw['depends_on'])}", t, "depends_on")
-            t.depends_on = deps
-        if raw.get("timeout") is not None:
-            t.timeout = self.duration(raw, "timeout", t, "timeout")
-            if t.timeout <= 0:
-                raise self.fail(raw, "timeout", "must be positive", t, "timeout")
-        if raw.get("executor") is not None:
-            if raw["executor"] != "local":
-                raise self.fail(raw, "executor", "a task can only pin itself to this machine: "
-                                f"expected 'local', got {_describe(raw['executor'])} (-executor "
-                                "chooses where the other exec tasks run)", t, "executor")
-            t.executor = "local"
-        if raw.get("loop_control") is not None:
-            self.loop_control(t, self.expect(raw, "loop_control", dict, "a mapping", t))
-        if raw.get("retry") is not None:
-            self.retry(t, self.expect(raw, "retry", dict, "a mapping", t))
-        self.compile(t, raw)
-        return t
-
-    def duration(self, mapping, key, t, field):
-        value = mapping[key]
-        if isinstance(value, str):
-            try:
-                return _parse_duration(value)
-            except ValueError as e:
-                raise self.fail(mapping, key, str(e), t, field) from None
-        hint = f" (did you mean {_excerpt(f'{value}s')}?)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-        raise self.fail(mapping, key, f"expected a duration like '30s', got {_describe(value)}{hint}",
-                        t, field)
-
-    def loop_control(self, t, conf):
-        self.check_keys(conf, _LOOP_KEYS, t, "loop_control")
-        if "parallel" in conf:
-            t.parallel = self.expect(conf, "parallel", int, "a positive integer", t,
-                                     "loop_control.parallel")
-            if t.parallel < 1:
-                raise self.fail(conf, "parallel", "must be at least 1", t, "loop_control.parallel")
-        for key in ("loop_var", "index_var"):
-            if key in conf:
-                name = self.expect(conf, key, str, "a variable name", t, f"loop_control.{key}")
-                if not _IDENT_RE.match(name) or name == "_gxo":
-                    raise self.fail(conf, key, f"{_excerpt(name)} is not a usable variable name", t,
-                                    f"loop_control.{key}")
-                setattr(t, key, name)
-
-    def retry(self, t, conf):
-        self.check_keys(conf, _RETRY_KEYS, t, "retry")
-        if "attempts" in conf:
-            t.attempts = self.expect(conf, "attempts", int, "a positive integer", t, "retry.attempts")
-            if t.attempts < 1:
-                raise self.fail(conf, "attempts", "must be at least 1", t, "retry.attempts")
-        if "delay" in conf:
-            t.delay = self.duration(conf, "delay", t, "retry.delay")
-            if t.delay < 0:
-                raise self.fail(conf, "delay", "must not be negative", t, "retry.delay")
-        if "on_error" in conf:
-            t.retry_on_error = self.expect(conf, "on_error", bool, "true or false", t, "retry.on_error")
-
-    def compile(self, t, raw):
-        """Parse every template of the task and check its params statically."""
-        d = self.delimiters
-        found = self.templates[t.index] = []      # for check_templates, once every var is known
-        for field in ("when", "loop", "params"):
-            for path, container, key, text in _strings(raw.get(field), field, raw, field):
-                self.other_syntax(container, key, text, t, path)
-                if d[0] in text:
-                    try:
-                        found.append((field, path, container, key, compile_template(text, d)))
-                    except TemplateError as e:
-                        raise self.fail(container, key, f"template error at {e}", t, path) from None
-        t.compiled_params = _compile_value(t.params, d, getattr(t.module, "raw_params", ()))
-        t.compiled_when = _compile_value(t.when, d) if t.when is not None else None
-        t.compiled_loop = _compile_value(t.loop, d) if t.loop is not None else None
-        module = t.module()
-        if hasattr(module, "parse_params"):
-            p = Params(t.params, static=True, delimiters=d)
-            try:
-                module.parse_params(p)
-                p.finish()
-            except ParamError as e:
-                container, key = _walk(raw, ["params"] + _path_parts(e.param or ""))
-                raise self.fail(container, key, e.message, t,
-                                f"params.{e.param}" if e.param else "params") from None
-
-    def other_syntax(self, container, key, text, t, field):
-        """Warn of text like {{ .x }} under other delimiters: likely a template
-        that will not render (but it may be meant for helm, so not an error)."""
-        m = "{{" in text and self.delimiters[0] != "{{" and _OTHER_SYNTAX.search(text)
-        if m:
-            left, right = self.delimiters
-            self.warnings.append(self.fail(
-                container, key, f"'{m.group()}' is passed on as text, not rendered: templates "
-                f"here are {left} .x {right}; for {{{{ }}}} templates set templating: "
-                f'{{delimiters: ["{{{{", "}}}}"]}}', t, field))
-
-    # -- the playbook as a whole
-
-    def link(self, tasks):
-        """Check names and references between tasks; record the stream and depends_on ones."""
-        keys, registers = self.task_keys, self.registers
-        for t in tasks:
-            raw = self.doc.root["tasks"][t.index]
-            if t.name is not None:
-                if t.name in keys:
-                    raise self.fail(raw, "name", f"duplicate task name {_excerpt(t.name)} (also "
-                                    f"{keys[t.name].label})", t, "name")
-                keys[t.name] = t
-            if t.register is not None:
-                if t.register in registers:
-                    raise self.fail(raw, "register", f"register key {_excerpt(t.register)} is already "
-                                    f"used by {registers[t.register].label}", t, "register")
-                registers[t.register] = t
-        for t in tasks:
-            raw = self.doc.root["tasks"][t.index]
-            if t.stream_input is not None:
-                producer = self.named(keys, raw, "stream_input", t.stream_input, t)
-                if producer is t:
-                    raise self.fail(raw, "stream_input", "a task cannot stream from itself", t,
-                                    "stream_input")
-                if t.loop is not None:
-                    raise self.fail(raw, "loop", "a task with stream_input cannot loop: the "
-                                    "iterations would split one stream between them", t, "loop")
-                t.reads.add(("stream", producer.index))
-            for i, dep in enumerate(t.depends_on):
-                container = raw["depends_on"] if isinstance(raw["depends_on"], list) else raw
-                key = i if container is not raw else "depends_on"
-                producer = self.named(keys, container, key, dep, t, "depends_on")
-                t.reads.add(("depends_on", producer.index))
-        clash = set(registers) & set(self.doc.root.get("vars") or {}).union(
-            self.cli_vars, *(d.root for d in self.var_files))
-        if clash:
-            name = sorted(clash)[0]
-            t = registers[name]
-            raise self.fail(self.doc.root["tasks"][t.index], "register", f"register key {_excerpt(name)} "
-                            "is also a playbook variable; pick another name", t, "register")
-
-    def named(self, keys, container, key, name, t, field=None):
-        if name not in keys:
-            raise self.fail(container, key, f"no task named {_excerpt(name)}" + _suggest(name, keys),
-                            t, field or key)
-        return keys[name]
-
-    def render_vars(self, raw_vars):
-        """Render playbook vars in order; -var-file and -var values override and come first."""
-        data = {}
-        for doc in self.var_files:
-            for name, value in doc.root.items():
-                if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
-                    raise doc.error(doc.key_node(doc.root, name),
-                                    f"-var-file: {_excerpt(str(name))} is not a usable variable name")
-                data[name] = value
-        for name, value in self.cli_vars.items():
-            if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
-                raise PlaybookError(f"-var {_excerpt(str(name))}: not a usable variable name",
-                                   file=self.doc.file)
-            data[name] = self.typed_var(name, value, raw_vars) if isinstance(value, str) else value
-        known = set(data)
-        data["_gxo"] = {"playbook_dir": self.playbook_dir}
-        for name, value in raw_vars.items():
-            if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
-                raise self.fail(raw_vars, name, f"{_excerpt(name)} is not a usable variable name",
-                                field=f"vars.{name}", at_key=True)
-            if name in known:
-                continue
-            for path, container, key, text in _strings(value, f"vars.{name}", raw_vars, name):
-                self.other_syntax(container, key, text, None, path)
-            try:
-                compiled = _compile_value(value, self.delimiters)
-                for path in compiled.variables:
-                    root = path.split(".", 1)[0]
-                    self.read.add(root)
-                    if root == "_gxo" and path != "_gxo.playbook_dir":
-                        raise self.fail(raw_vars, name, f"vars can read only _gxo.playbook_dir, "
-                                        f"not {_excerpt(path)}: vars are rendered before any task runs",
-                                        field=f"vars.{name}")
-                    if root not in known and root != "_gxo":
-                        later = " (it is defined later: vars are rendered in order)" if root in raw_vars else ""
-                        reg = " (registered by a task: vars are rendered before any task runs)" \
-                            if root in self.registers else ""
-                        raise self.fail(raw_vars, name, f"uses undefined variable {_excerpt(root)}"
-                                        + (later or reg or _suggest(root, known)),
-                                        field=f"vars.{name}")
-                data[name] = compiled(data)
-            except TemplateError as e:
-                raise self.fail(raw_vars, name, f"template error at {e}", field=f"vars.{name}") from None
-            known.add(name)
-        del data["_gxo"]
-        return {k: _freeze(v) for k, v in data.items()}
-
-    def typed_var(self, name, text, raw_vars):
-        """A -var's text as a value of the declared var's type (text if undeclared)."""
-        declared = raw_vars.get(name)
-        if name not in raw_vars or declared is None or isinstance(declared, str):
-            # Undeclared: a YAML list or mapping if it reads as one (-var 'hosts=[a, b]').
-            if name in raw_vars or not text.startswith(("[", "{")):
-                return text
-            value = _yaml_value(text, name)
-            return value if isinstance(value, (list, dict)) else text
-        kind = list if isinstance(declared, list) else dict if isinstance(declared, dict) \
-            else type(declared)
-        if kind in (list, dict):
-            value = _yaml_value(text, name)
-        else:
-            value = _plain_scalar(text.strip()) if text.strip() else None
-            if kind is float and type(value) is int:
-                value = float(value)
-        if not (isinstance(value, kind) if kind in (list, dict) else type(value) is kind):
-            what = {bool: "true or false", int: "an integer", float: "a number",
-                    list: "a YAML list, like [a, b]", dict: "a YAML mapping, like {k: v}"}[kind]
-            raise self.fail(raw_vars, name, f"-var {name}: expected {what} (the type of the "
-                            f"declared value), got {_describe(text)}", field=f"vars.{name}")
-        return value
-
-    def check_override_names(self, raw_vars):
-        """A -var or -var-file key names a declared var or one that a template reads."""
-        known = self.read | set(raw_vars)
-        for doc in self.var_files:
-            for name in doc.root:
-                if name not in known:
-                    raise doc.error(doc.key_node(doc.root, name), f"-var-file: the playbook has no "
-                                    f"variable '{name}' (in vars or read by a template)"
-                                    + _suggest(name, known))
-        for name in self.cli_vars:
-            if name not in known:
-                raise PlaybookError(f"-var {name}: the playbook has no variable '{name}' (in vars "
-                                    "or read by a template)" + _suggest(name, known),
-                                    file=self.doc.file)
-
-    def check_templates(self, t, defined):
-        """Every variable a template reads must exist; record the register keys it reads."""
-        item_vars = set()
-        if t.loop is not None:
-            item_vars = {t.loop_var} | ({t.index_var} if t.index_var else set())
-        raw_keys = getattr(t.module, "raw_params", ())
-        for field, path, container, key, template in self.templates.pop(t.index):
-            scope = item_vars if field == "params" else ()
-            # A raw param is rendered by its module with a record on top of
-            # state: a name that is not in state may be a record's field.
-            per_record = field == "params" and _path_parts(path)[1] in raw_keys
-            for parts in sorted(template.paths):
-                self.read.add(parts[0])
-                if parts[0] == "_gxo":
-                    self.check_status_path(t, parts, container, key, path)
-                    continue
-                if (parts[0] not in defined and parts[0] not in self.registers
-                        and parts[0] not in scope and not per_record):
-                    names = defined | set(self.registers) | set(scope)
-                    raise self.fail(container, key, f"undefined variable {_excerpt(parts[0])}"
-                                    + self.hint(t, parts[0], names, item_vars), t, path)
-                producer = self.registers.get(parts[0])
-                if producer is not None and parts[0] not in defined:
-                    t.reads.add(("data", producer.index))
-
-    def hint(self, t, name, names, item_vars):
-        hint = _suggest(name, names)
-        if not hint and name in item_vars:
-            hint = f" ({_excerpt(name)} is the loop variable: it exists only in params)"
-        elif not hint and name == "item" and t.loop is None:
-            hint = " ('item' exists only in a task with 'loop')"
-        return hint
-
-    def check_status_path(self, t, parts, container, key, field):
-        if len(parts) == 1:
-            return
-        if parts[1] == "playbook_dir" and len(parts) == 2:
-            return
-        if parts[1] != "tasks":
-            raise self.fail(container, key, f"{_excerpt('_gxo.' + '.'.join(parts[1:]))} does not exist; "
-                            "there are _gxo.tasks.NAME.status and _gxo.playbook_dir", t, field)
-        if len(parts) > 2:
-            name = parts[2]
-            if name not in self.task_keys:
-                raise self.fail(container, key, f"_gxo.tasks: no task named {_excerpt(name)}"
-                                + _suggest(name, self.task_keys), t, field)
-            if len(parts) > 3 and parts[3] != "status":
-                raise self.fail(container, key, f"_gxo.tasks.{name} has only 'status', not "
-                                f"{_excerpt(parts[3])}", t, field)
-            t.reads.add(("status", self.task_keys[name].index))
-
-
-def _yaml_value(text, name):
-    """A -var's text read as YAML, or None if it is not valid YAML."""
-    try:
-        return _Document(text, f"-var {name}").root
-    except PlaybookError:
-        return None
-
-
-def _var_file(path):
-    """Read a -var-file: a YAML mapping of variable names to typed values (None if empty)."""
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise PlaybookError(f"-var-file: cannot read it: {e.strerror}", file=path) from None
-    except UnicodeDecodeError:
-        raise PlaybookError("-var-file: not UTF-8 text", file=path) from None
-    try:
-        doc = _Document(text, path)
-    except PlaybookError as e:
-        if e.line is None and e.message.endswith("is empty"):
-            return None             # nothing but comments: no values
-        raise
-    if not isinstance(doc.root, dict):
-        raise doc.error(doc.node(doc.root), "-var-file: expected a mapping of variable names "
-                        f"to values, got {_describe(doc.root)}")
-    return doc
-
-
-def _strings(value, path, container, key):
-    """Yield (path, container, key, text) for every string inside a YAML value."""
-    if isinstance(value, str):
-        yield path, container, key, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(v, f"{path}.{k}", value, k)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, f"{path}[{i}]", value, i)
-
-
-def _path_parts(path):
-    """'args[1]' -> ['args', 1]; 'environment.HOME' -> ['environment', 'HOME']."""
-    return [int(p[1:-1]) if p[0] == "[" else p for p in re.findall(r"\[\d+\]|[^.\[\]]+", path)]
-
-
-def _walk(container, keys):
-    """The deepest (container, key) along ``keys`` that exists in the value."""
-    found = (container, None)
-    for k in keys:
-        try:
-            value = container[k]
-        except (KeyError, IndexError, TypeError):
-            break
-        found, container = (container, k), value
-    return found
 
 
 # ---------------------------------------------------------------- templates
@@ -1862,52 +1438,6 @@ def _tpl_go_type(v):
         if isinstance(v, types):
             return name
     return type(v).__name__
-
-
-def format_value(v):
-    """How a value prints: Go's %v, except that lists and maps print as
-    compact JSON and nil as the empty string."""
-    t = type(v)
-    if t is str:
-        return v
-    if t is int:
-        return int.__repr__(v)
-    if t is bool:
-        return "true" if v else "false"
-    if t is float:
-        return _go_float_str(v)
-    if v is None:
-        return ""
-    if isinstance(v, (Mapping, list, tuple)):
-        import json
-        try:
-            return json.dumps(v, separators=(",", ":"), ensure_ascii=False,
-                              default=lambda o: dict(o) if isinstance(o, Mapping) else str(o))
-        except (TypeError, ValueError):       # keys JSON can't hold, cycles
-            return str(v)
-    for base in (bool, int, float, str):      # subclasses print like their base
-        if isinstance(v, base):
-            return format_value(base(v))
-    return str(v)
-
-
-def _go_float_str(f):
-    """Go's %v for a float64: the shortest digits that read back as f, in
-    exponent form (at least two exponent digits) below 1e-4 and from 1e6 on."""
-    if f != f:
-        return "NaN"
-    if f in (math.inf, -math.inf):
-        return "+Inf" if f > 0 else "-Inf"
-    if f == 0 or 1e-4 <= abs(f) < 1e6:       # where repr() has no exponent either
-        r = repr(f)
-        return r[:-2] if r.endswith(".0") else r
-    mantissa, _, exp = repr(abs(f)).partition("e")
-    whole, _, frac = mantissa.partition(".")
-    digits = (whole + frac).lstrip("0")
-    exp = int(exp or 0) + len(whole) - (len(whole + frac) - len(digits)) - 1
-    digits = digits.rstrip("0")
-    return (f"{'-' if f < 0 else ''}{digits[0]}{'.' if len(digits) > 1 else ''}{digits[1:]}"
-            f"e{'-' if exp < 0 else '+'}{abs(exp):02d}")
 
 
 def _tpl_bytes(s):
@@ -2937,78 +2467,6 @@ def truthy(value):
         return True
 
 
-# ---------------------------------------------------------------- state
-#
-# Values in state are frozen: a task cannot change what another task sees.
-# Freezing happens once, when a value enters state; reads cost nothing.
-# Writes are single dict assignments, atomic under the GIL, so readers never
-# see a half-written value.
-
-def _read_only(self, *args, **kwargs):
-    raise TypeError("gxo state is read-only; copy the value (dict(x), list(x)) to change it")
-
-
-class _FrozenDict(dict):
-    """A dict from state: reads like a dict, refuses to change."""
-
-    __slots__ = ()
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
-    __ior__ = _read_only
-
-    def __deepcopy__(self, memo):
-        import copy
-        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
-
-    def __reduce__(self):
-        return (dict, (dict(self),))
-
-
-class _FrozenList(list):
-    """A list from state: reads like a list, refuses to change."""
-
-    __slots__ = ()
-    __setitem__ = __delitem__ = append = extend = insert = pop = remove = _read_only
-    clear = sort = reverse = __iadd__ = __imul__ = _read_only
-
-    def __deepcopy__(self, memo):
-        import copy
-        return [copy.deepcopy(v, memo) for v in self]
-
-    def __reduce__(self):
-        return (list, (list(self),))
-
-
-def _freeze(value):
-    """A deep read-only copy of a JSON-like value (shared if already frozen)."""
-    t = type(value)
-    if t is str or t is int or t is bool or t is float or value is None:
-        return value
-    if t is _FrozenDict or t is _FrozenList:
-        return value
-    if isinstance(value, dict):
-        return _FrozenDict({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, (list, tuple)):
-        return _FrozenList(_freeze(v) for v in value)
-    return value
-
-
-class _State:
-    """Vars, registered results and task statuses, shared by all tasks."""
-
-    def __init__(self, vars, playbook_dir):
-        self.data = dict(vars)
-        self._tasks = _FrozenDict()
-        self.data["_gxo"] = _FrozenDict(tasks=self._tasks, playbook_dir=playbook_dir)
-        from types import MappingProxyType
-        self.reader = MappingProxyType(self.data)
-
-    def set(self, key, value):
-        self.data[key] = _freeze(value)
-
-    def set_status(self, key, status):
-        dict.__setitem__(self._tasks, key, _FrozenDict(status=status))
-
-
 # ---------------------------------------------------------------- channels
 #
 # A channel carries records from one producer to one consumer.  The fast path
@@ -3934,6 +3392,600 @@ class Params:
                                     else "; this module takes no params"))
 
 
+# ---------------------------------------------------------------- playbook loading and validation
+
+_DURATION_RE = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0,
+                   "m": 60.0, "h": 3600.0}
+_MAX_DURATION = 8760 * 3600.0      # a year: more is a mistake (and overflows waits)
+_MAX_NAME = 128                     # names head every log line of their task
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _parse_duration(text):
+    """Seconds in a Go duration string ('1.5s', '300ms', '1m30s'), at most a year."""
+    text = text.strip()
+    if text in ("0", "+0", "-0"):
+        return 0.0
+    body = text[1:] if text[:1] in "+-" else text
+    parts = _DURATION_RE.findall(body)
+    if not parts or "".join(n + u for n, u in parts) != body:
+        raise ValueError(f"invalid duration {_excerpt(text)} (use Go's form, like 300ms, 1.5s, 1m30s)")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds > _MAX_DURATION:
+        raise ValueError(f"duration {_excerpt(text)} is too long: at most 8760h (a year)")
+    return -seconds if text.startswith("-") else seconds
+
+
+class Task:
+    """One task of a playbook, validated and ready to run."""
+
+    __slots__ = ("index", "name", "key", "label", "type", "params", "register",
+                 "stream_input", "ignore_errors", "when", "loop", "loop_var",
+                 "index_var", "parallel", "attempts", "delay", "retry_on_error",
+                 "depends_on", "timeout", "always", "module", "compiled_params",
+                 "compiled_when", "compiled_loop", "reads", "needs", "edges", "no_log", "executor")
+
+    def __init__(self, index):
+        self.index = index
+        self.name = self.register = self.stream_input = None
+        self.when = self.loop = self.timeout = self.module = self.executor = None
+        self.params = {}
+        self.ignore_errors = self.always = self.no_log = False
+        self.loop_var, self.index_var, self.parallel = "item", None, 1
+        self.attempts, self.delay, self.retry_on_error = 1, 1.0, True
+        self.depends_on = []
+        self.compiled_params = self.compiled_when = self.compiled_loop = None
+        self.reads = set()          # (kind, index) of each task it references (_EDGE_KINDS)
+        self.needs = set()          # indexes of tasks it must wait for (made by _link)
+        self.edges = {}             # index -> the kinds of its edge to that task (by _link)
+
+    def __repr__(self):
+        return f"<Task {self.label}>"
+
+
+class Playbook:
+    """A loaded, validated playbook: its tasks (with their edges) and vars.
+
+    ``consumers`` maps a task index to the indexes of the tasks streaming
+    from it; ``pipelines`` lists the groups of tasks joined by streams.
+    """
+
+    def __init__(self, name, file, tasks, vars, delimiters, dir):
+        self.name, self.file, self.tasks, self.dir = name, file, tasks, dir
+        self.vars, self.delimiters = vars, delimiters
+        self.warnings = []          # load-time notes ('file:line:col: ...'), logged by Engine.run
+        self.consumers = _link(tasks)
+        self.pipelines = _pipelines(tasks, self.consumers)
+
+
+_TOP_KEYS = ("name", "templating", "vars", "tasks")
+_TASK_KEYS = ("name", "type", "params", "register", "stream_input", "ignore_errors",
+              "when", "loop", "loop_control", "retry", "depends_on", "timeout", "always",
+              "no_log", "executor")
+_LOOP_KEYS = ("parallel", "loop_var", "index_var")
+_RETRY_KEYS = ("attempts", "delay", "on_error")
+_OTHER_SYNTAX = re.compile(r"\{\{-?\s*[.$A-Za-z_][^{}]*\}\}")     # {{ .x }}, {{ x }}
+
+
+def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
+    """Load and validate a playbook from a path or from YAML text.
+
+    ``source`` is a path if it is an os.PathLike, or a str with no newline
+    that does not start with '{'; any other str is the YAML text itself
+    ("{name: x, tasks: [...]}" or several lines).  ``vars`` are the -var
+    overrides (a string is typed like the var it sets), over the values of
+    ``var_files`` (-var-file: YAML mappings, later ones win).  Raises
+    PlaybookError, naming the file, line, task and field, if anything is
+    wrong; nothing has run by then.
+    """
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
+                                           and not source.lstrip().startswith("{")):
+        file, text = os.fspath(source), None
+    else:
+        file, text = "<playbook>", source
+    import gc
+    collecting = gc.isenabled()
+    gc.disable()        # loading makes many objects and no garbage: collections are waste
+    try:
+        if text is None:
+            try:
+                with open(file, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as e:
+                raise PlaybookError(f"cannot read the playbook: {e.strerror}", file=file) from None
+            except UnicodeDecodeError:
+                raise PlaybookError("the playbook is not UTF-8 text", file=file) from None
+        return _Loader(_Document(text, file), dict(vars or {}), modules_dirs,
+                       var_files).playbook()
+    except MemoryError:
+        pass            # reported below, once what was built is freed
+    finally:
+        if collecting:
+            gc.enable()
+    raise PlaybookError("out of memory while loading the playbook", file=file)
+
+
+class _Loader:
+    """Checks a parsed playbook document and builds the Playbook."""
+
+    def __init__(self, doc, cli_vars, modules_dirs, var_files=()):
+        self.doc, self.cli_vars = doc, cli_vars
+        for name, value in cli_vars.items():
+            _secrets.add_named(name, value)
+        self.playbook_dir = (os.path.dirname(os.path.abspath(doc.file)) if doc.file != "<playbook>"
+                             else os.getcwd())
+        self.registry = _ModuleFinder(modules_dirs)
+        self.var_files = [d for d in map(_var_file, var_files) if d is not None]
+        self.delimiters = _DEFAULT_DELIMITERS   # the playbook's own, once 'templating' is read
+        self.task_keys = {}         # task name -> Task, filled by link
+        self.registers = {}         # register key -> Task, filled by link
+        self.read = set()           # root names that templates read
+        self.warnings = []
+        self.templates = {}         # task index -> [(field, path, container, key, template)]
+
+    def fail(self, container, key, message, task=None, field=None, at_key=False):
+        node = (self.doc.key_node(container, key) if at_key
+                else self.doc.node(container, key))
+        return self.doc.error(node, message, task=task and task.label, field=field)
+
+    def check_keys(self, mapping, allowed, task=None, field=None):
+        for key in mapping:
+            if key not in allowed:
+                what = f"unknown key {_excerpt(key)}" + _suggest(key, allowed)
+                raise self.fail(mapping, key, what + f"; expected one of: {', '.join(allowed)}",
+                                task, field and f"{field}.{key}" or None, at_key=True)
+
+    def expect(self, container, key, kinds, what, task=None, field=None):
+        value = container[key]
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise self.fail(container, key, f"expected {what}, got {_describe(value)}",
+                            task, field or key)
+        return value
+
+    def check_name(self, container, key, task=None):
+        """A name heads its task's log lines: one line, not too long."""
+        name = container[key]
+        if len(name) > _MAX_NAME or _CONTROL_RE.search(name):
+            raise self.fail(container, key, f"a name is one line of at most {_MAX_NAME} "
+                            f"characters, got {_describe(name)}", task, key)
+
+    def playbook(self):
+        root = self.doc.root
+        if not isinstance(root, dict):
+            raise self.doc.error(self.doc.node(root), "a playbook is a mapping with 'name' and 'tasks'")
+        self.check_keys(root, _TOP_KEYS)
+        for key in ("name", "tasks"):
+            if key not in root:
+                raise self.doc.error(self.doc.node(root), f"missing required key '{key}'")
+        name = self.expect(root, "name", str, "a string")
+        self.check_name(root, "name")
+        self.delimiters = self.templating(root.get("templating"), root)
+        raw_tasks = self.expect(root, "tasks", list, "a list of tasks")
+        if not raw_tasks:
+            raise self.fail(root, "tasks", "a playbook needs at least one task", field="tasks")
+        raw_vars = root.get("vars") or {}
+        if "vars" in root:
+            self.expect(root, "vars", (dict, type(None)), "a mapping of variables")
+        for key, value in raw_vars.items():     # before any error could echo them
+            _secrets.add_named(key, value)
+        tasks = [self.task(i, raw, raw_tasks) for i, raw in enumerate(raw_tasks)]
+        self.link(tasks)
+        vars = self.render_vars(raw_vars)
+        for key, value in vars.items():
+            _secrets.add_named(key, value)
+        defined = set(vars) | {"_gxo"}
+        for t in tasks:
+            self.check_templates(t, defined)
+        self.check_override_names(raw_vars)
+        playbook = Playbook(name, self.doc.file, tasks, vars, self.delimiters, self.playbook_dir)
+        playbook.warnings.extend(str(w) for w in sorted(self.warnings, key=lambda w: w.line or 0))
+        cycle = _find_cycle(tasks, playbook.pipelines)
+        if cycle:
+            message, i = cycle
+            raise self.fail(raw_tasks, i, message, tasks[i])
+        return playbook
+
+    def templating(self, conf, root):
+        if conf is None:
+            return _DEFAULT_DELIMITERS
+        self.expect(root, "templating", dict, "a mapping", field="templating")
+        self.check_keys(conf, ("engine", "delimiters"), field="templating")
+        if conf.get("engine", "go") != "go":
+            raise self.fail(conf, "engine", "only the 'go' template engine is supported",
+                            field="templating.engine")
+        delims = conf.get("delimiters", list(_DEFAULT_DELIMITERS))
+        if (not isinstance(delims, list) or len(delims) != 2
+                or not all(isinstance(d, str) and d.strip() for d in delims)):
+            raise self.fail(conf, "delimiters", 'expected two strings, like ["{{", "}}"]',
+                            field="templating.delimiters")
+        return tuple(delims)
+
+    # -- one task
+
+    def task(self, index, raw, raw_tasks):
+        t = Task(index)
+        t.label = f"task #{index + 1}"
+        if not isinstance(raw, dict):
+            raise self.fail(raw_tasks, index, f"a task is a mapping with 'type' and 'params', "
+                            f"got {_describe(raw)}", t)
+        if isinstance(raw.get("name"), str):
+            t.name = raw["name"]
+            t.label = f"task {_excerpt(t.name)} (#{index + 1})"
+        self.check_keys(raw, _TASK_KEYS, t)
+        if "name" in raw:
+            if not raw["name"] or not isinstance(raw["name"], str):
+                raise self.fail(raw, "name", "expected a non-empty string", t, "name")
+            self.check_name(raw, "name", t)
+        t.key = t.name if t.name is not None else f"#{index + 1}"
+        if "type" not in raw:
+            raise self.fail(raw_tasks, index, "missing required key 'type' (the module to run, "
+                            "e.g. exec)", t)
+        t.type = self.expect(raw, "type", str, "a module name", t)
+        try:
+            t.module = self.registry.find(t.type)
+        except PlaybookError as e:
+            raise self.fail(raw, "type", e.message, t, "type") from None
+        if raw.get("params") is not None:
+            t.params = self.expect(raw, "params", dict, "a mapping of module params", t)
+        for key in ("register", "stream_input"):
+            if raw.get(key) is not None:
+                setattr(t, key, self.expect(raw, key, str, "a string", t))
+        if t.register is not None and not _IDENT_RE.match(t.register):
+            raise self.fail(raw, "register", f"{_excerpt(t.register)} is not a usable variable name "
+                            "(letters, digits and _, not starting with a digit)", t, "register")
+        if t.register == "_gxo":
+            raise self.fail(raw, "register", "'_gxo' is reserved for gxo's own state", t, "register")
+        if t.register is not None and t.name is None:
+            raise self.fail(raw, "register", "a task with 'register' needs a 'name'", t, "register")
+        for key in ("ignore_errors", "always", "no_log"):
+            if key in raw:
+                setattr(t, key, self.expect(raw, key, bool, "true or false", t))
+        if raw.get("when") is not None:
+            t.when = self.expect(raw, "when", (str, bool, int, float), "a condition", t)
+        if raw.get("loop") is not None:
+            t.loop = self.expect(raw, "loop", (list, dict, str),
+                                 "a list, a mapping or a template resolving to a list", t)
+        if raw.get("depends_on") is not None:
+            deps = raw["depends_on"]
+            deps = [deps] if isinstance(deps, str) else deps
+            if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+                raise self.fail(raw, "depends_on", "expected a task name or a list of task names, "
+                                f"got {_describe(raw['depends_on'])}", t, "depends_on")
+            t.depends_on = deps
+        if raw.get("timeout") is not None:
+            t.timeout = self.duration(raw, "timeout", t, "timeout")
+            if t.timeout <= 0:
+                raise self.fail(raw, "timeout", "must be positive", t, "timeout")
+        if raw.get("executor") is not None:
+            if raw["executor"] != "local":
+                raise self.fail(raw, "executor", "a task can only pin itself to this machine: "
+                                f"expected 'local', got {_describe(raw['executor'])} (-executor "
+                                "chooses where the other exec tasks run)", t, "executor")
+            t.executor = "local"
+        if raw.get("loop_control") is not None:
+            self.loop_control(t, self.expect(raw, "loop_control", dict, "a mapping", t))
+        if raw.get("retry") is not None:
+            self.retry(t, self.expect(raw, "retry", dict, "a mapping", t))
+        self.compile(t, raw)
+        return t
+
+    def duration(self, mapping, key, t, field):
+        value = mapping[key]
+        if isinstance(value, str):
+            try:
+                return _parse_duration(value)
+            except ValueError as e:
+                raise self.fail(mapping, key, str(e), t, field) from None
+        hint = f" (did you mean {_excerpt(f'{value}s')}?)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        raise self.fail(mapping, key, f"expected a duration like '30s', got {_describe(value)}{hint}",
+                        t, field)
+
+    def loop_control(self, t, conf):
+        self.check_keys(conf, _LOOP_KEYS, t, "loop_control")
+        if "parallel" in conf:
+            t.parallel = self.expect(conf, "parallel", int, "a positive integer", t,
+                                     "loop_control.parallel")
+            if t.parallel < 1:
+                raise self.fail(conf, "parallel", "must be at least 1", t, "loop_control.parallel")
+        for key in ("loop_var", "index_var"):
+            if key in conf:
+                name = self.expect(conf, key, str, "a variable name", t, f"loop_control.{key}")
+                if not _IDENT_RE.match(name) or name == "_gxo":
+                    raise self.fail(conf, key, f"{_excerpt(name)} is not a usable variable name", t,
+                                    f"loop_control.{key}")
+                setattr(t, key, name)
+
+    def retry(self, t, conf):
+        self.check_keys(conf, _RETRY_KEYS, t, "retry")
+        if "attempts" in conf:
+            t.attempts = self.expect(conf, "attempts", int, "a positive integer", t, "retry.attempts")
+            if t.attempts < 1:
+                raise self.fail(conf, "attempts", "must be at least 1", t, "retry.attempts")
+        if "delay" in conf:
+            t.delay = self.duration(conf, "delay", t, "retry.delay")
+            if t.delay < 0:
+                raise self.fail(conf, "delay", "must not be negative", t, "retry.delay")
+        if "on_error" in conf:
+            t.retry_on_error = self.expect(conf, "on_error", bool, "true or false", t, "retry.on_error")
+
+    def compile(self, t, raw):
+        """Parse every template of the task and check its params statically."""
+        d = self.delimiters
+        found = self.templates[t.index] = []      # for check_templates, once every var is known
+        for field in ("when", "loop", "params"):
+            for path, container, key, text in _strings(raw.get(field), field, raw, field):
+                self.other_syntax(container, key, text, t, path)
+                if d[0] in text:
+                    try:
+                        found.append((field, path, container, key, compile_template(text, d)))
+                    except TemplateError as e:
+                        raise self.fail(container, key, f"template error at {e}", t, path) from None
+        t.compiled_params = _compile_value(t.params, d, getattr(t.module, "raw_params", ()))
+        t.compiled_when = _compile_value(t.when, d) if t.when is not None else None
+        t.compiled_loop = _compile_value(t.loop, d) if t.loop is not None else None
+        module = t.module()
+        if hasattr(module, "parse_params"):
+            p = Params(t.params, static=True, delimiters=d)
+            try:
+                module.parse_params(p)
+                p.finish()
+            except ParamError as e:
+                container, key = _walk(raw, ["params"] + _path_parts(e.param or ""))
+                raise self.fail(container, key, e.message, t,
+                                f"params.{e.param}" if e.param else "params") from None
+
+    def other_syntax(self, container, key, text, t, field):
+        """Warn of text like {{ .x }} under other delimiters: likely a template
+        that will not render (but it may be meant for helm, so not an error)."""
+        m = "{{" in text and self.delimiters[0] != "{{" and _OTHER_SYNTAX.search(text)
+        if m:
+            left, right = self.delimiters
+            self.warnings.append(self.fail(
+                container, key, f"'{m.group()}' is passed on as text, not rendered: templates "
+                f"here are {left} .x {right}; for {{{{ }}}} templates set templating: "
+                f'{{delimiters: ["{{{{", "}}}}"]}}', t, field))
+
+    # -- the playbook as a whole
+
+    def link(self, tasks):
+        """Check names and references between tasks; record the stream and depends_on ones."""
+        keys, registers = self.task_keys, self.registers
+        for t in tasks:
+            raw = self.doc.root["tasks"][t.index]
+            if t.name is not None:
+                if t.name in keys:
+                    raise self.fail(raw, "name", f"duplicate task name {_excerpt(t.name)} (also "
+                                    f"{keys[t.name].label})", t, "name")
+                keys[t.name] = t
+            if t.register is not None:
+                if t.register in registers:
+                    raise self.fail(raw, "register", f"register key {_excerpt(t.register)} is already "
+                                    f"used by {registers[t.register].label}", t, "register")
+                registers[t.register] = t
+        for t in tasks:
+            raw = self.doc.root["tasks"][t.index]
+            if t.stream_input is not None:
+                producer = self.named(keys, raw, "stream_input", t.stream_input, t)
+                if producer is t:
+                    raise self.fail(raw, "stream_input", "a task cannot stream from itself", t,
+                                    "stream_input")
+                if t.loop is not None:
+                    raise self.fail(raw, "loop", "a task with stream_input cannot loop: the "
+                                    "iterations would split one stream between them", t, "loop")
+                t.reads.add(("stream", producer.index))
+            for i, dep in enumerate(t.depends_on):
+                container = raw["depends_on"] if isinstance(raw["depends_on"], list) else raw
+                key = i if container is not raw else "depends_on"
+                producer = self.named(keys, container, key, dep, t, "depends_on")
+                t.reads.add(("depends_on", producer.index))
+        clash = set(registers) & set(self.doc.root.get("vars") or {}).union(
+            self.cli_vars, *(d.root for d in self.var_files))
+        if clash:
+            name = sorted(clash)[0]
+            t = registers[name]
+            raise self.fail(self.doc.root["tasks"][t.index], "register", f"register key {_excerpt(name)} "
+                            "is also a playbook variable; pick another name", t, "register")
+
+    def named(self, keys, container, key, name, t, field=None):
+        if name not in keys:
+            raise self.fail(container, key, f"no task named {_excerpt(name)}" + _suggest(name, keys),
+                            t, field or key)
+        return keys[name]
+
+    def render_vars(self, raw_vars):
+        """Render playbook vars in order; -var-file and -var values override and come first."""
+        data = {}
+        for doc in self.var_files:
+            for name, value in doc.root.items():
+                if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
+                    raise doc.error(doc.key_node(doc.root, name),
+                                    f"-var-file: {_excerpt(str(name))} is not a usable variable name")
+                data[name] = value
+        for name, value in self.cli_vars.items():
+            if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
+                raise PlaybookError(f"-var {_excerpt(str(name))}: not a usable variable name",
+                                   file=self.doc.file)
+            data[name] = self.typed_var(name, value, raw_vars) if isinstance(value, str) else value
+        known = set(data)
+        data["_gxo"] = {"playbook_dir": self.playbook_dir}
+        for name, value in raw_vars.items():
+            if not isinstance(name, str) or not _IDENT_RE.match(name) or name == "_gxo":
+                raise self.fail(raw_vars, name, f"{_excerpt(name)} is not a usable variable name",
+                                field=f"vars.{name}", at_key=True)
+            if name in known:
+                continue
+            for path, container, key, text in _strings(value, f"vars.{name}", raw_vars, name):
+                self.other_syntax(container, key, text, None, path)
+            try:
+                compiled = _compile_value(value, self.delimiters)
+                for path in compiled.variables:
+                    root = path.split(".", 1)[0]
+                    self.read.add(root)
+                    if root == "_gxo" and path != "_gxo.playbook_dir":
+                        raise self.fail(raw_vars, name, f"vars can read only _gxo.playbook_dir, "
+                                        f"not {_excerpt(path)}: vars are rendered before any task runs",
+                                        field=f"vars.{name}")
+                    if root not in known and root != "_gxo":
+                        later = " (it is defined later: vars are rendered in order)" if root in raw_vars else ""
+                        reg = " (registered by a task: vars are rendered before any task runs)" \
+                            if root in self.registers else ""
+                        raise self.fail(raw_vars, name, f"uses undefined variable {_excerpt(root)}"
+                                        + (later or reg or _suggest(root, known)),
+                                        field=f"vars.{name}")
+                data[name] = compiled(data)
+            except TemplateError as e:
+                raise self.fail(raw_vars, name, f"template error at {e}", field=f"vars.{name}") from None
+            known.add(name)
+        del data["_gxo"]
+        return {k: _freeze(v) for k, v in data.items()}
+
+    def typed_var(self, name, text, raw_vars):
+        """A -var's text as a value of the declared var's type (text if undeclared)."""
+        declared = raw_vars.get(name)
+        if name not in raw_vars or declared is None or isinstance(declared, str):
+            # Undeclared: a YAML list or mapping if it reads as one (-var 'hosts=[a, b]').
+            if name in raw_vars or not text.startswith(("[", "{")):
+                return text
+            value = _yaml_value(text, name)
+            return value if isinstance(value, (list, dict)) else text
+        kind = list if isinstance(declared, list) else dict if isinstance(declared, dict) \
+            else type(declared)
+        if kind in (list, dict):
+            value = _yaml_value(text, name)
+        else:
+            value = _plain_scalar(text.strip()) if text.strip() else None
+            if kind is float and type(value) is int:
+                value = float(value)
+        if not (isinstance(value, kind) if kind in (list, dict) else type(value) is kind):
+            what = {bool: "true or false", int: "an integer", float: "a number",
+                    list: "a YAML list, like [a, b]", dict: "a YAML mapping, like {k: v}"}[kind]
+            raise self.fail(raw_vars, name, f"-var {name}: expected {what} (the type of the "
+                            f"declared value), got {_describe(text)}", field=f"vars.{name}")
+        return value
+
+    def check_override_names(self, raw_vars):
+        """A -var or -var-file key names a declared var or one that a template reads."""
+        known = self.read | set(raw_vars)
+        for doc in self.var_files:
+            for name in doc.root:
+                if name not in known:
+                    raise doc.error(doc.key_node(doc.root, name), f"-var-file: the playbook has no "
+                                    f"variable '{name}' (in vars or read by a template)"
+                                    + _suggest(name, known))
+        for name in self.cli_vars:
+            if name not in known:
+                raise PlaybookError(f"-var {name}: the playbook has no variable '{name}' (in vars "
+                                    "or read by a template)" + _suggest(name, known),
+                                    file=self.doc.file)
+
+    def check_templates(self, t, defined):
+        """Every variable a template reads must exist; record the register keys it reads."""
+        item_vars = set()
+        if t.loop is not None:
+            item_vars = {t.loop_var} | ({t.index_var} if t.index_var else set())
+        raw_keys = getattr(t.module, "raw_params", ())
+        for field, path, container, key, template in self.templates.pop(t.index):
+            scope = item_vars if field == "params" else ()
+            # A raw param is rendered by its module with a record on top of
+            # state: a name that is not in state may be a record's field.
+            per_record = field == "params" and _path_parts(path)[1] in raw_keys
+            for parts in sorted(template.paths):
+                self.read.add(parts[0])
+                if parts[0] == "_gxo":
+                    self.check_status_path(t, parts, container, key, path)
+                    continue
+                if (parts[0] not in defined and parts[0] not in self.registers
+                        and parts[0] not in scope and not per_record):
+                    names = defined | set(self.registers) | set(scope)
+                    raise self.fail(container, key, f"undefined variable {_excerpt(parts[0])}"
+                                    + self.hint(t, parts[0], names, item_vars), t, path)
+                producer = self.registers.get(parts[0])
+                if producer is not None and parts[0] not in defined:
+                    t.reads.add(("data", producer.index))
+
+    def hint(self, t, name, names, item_vars):
+        hint = _suggest(name, names)
+        if not hint and name in item_vars:
+            hint = f" ({_excerpt(name)} is the loop variable: it exists only in params)"
+        elif not hint and name == "item" and t.loop is None:
+            hint = " ('item' exists only in a task with 'loop')"
+        return hint
+
+    def check_status_path(self, t, parts, container, key, field):
+        if len(parts) == 1:
+            return
+        if parts[1] == "playbook_dir" and len(parts) == 2:
+            return
+        if parts[1] != "tasks":
+            raise self.fail(container, key, f"{_excerpt('_gxo.' + '.'.join(parts[1:]))} does not exist; "
+                            "there are _gxo.tasks.NAME.status and _gxo.playbook_dir", t, field)
+        if len(parts) > 2:
+            name = parts[2]
+            if name not in self.task_keys:
+                raise self.fail(container, key, f"_gxo.tasks: no task named {_excerpt(name)}"
+                                + _suggest(name, self.task_keys), t, field)
+            if len(parts) > 3 and parts[3] != "status":
+                raise self.fail(container, key, f"_gxo.tasks.{name} has only 'status', not "
+                                f"{_excerpt(parts[3])}", t, field)
+            t.reads.add(("status", self.task_keys[name].index))
+
+
+def _yaml_value(text, name):
+    """A -var's text read as YAML, or None if it is not valid YAML."""
+    try:
+        return _Document(text, f"-var {name}").root
+    except PlaybookError:
+        return None
+
+
+def _var_file(path):
+    """Read a -var-file: a YAML mapping of variable names to typed values (None if empty)."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise PlaybookError(f"-var-file: cannot read it: {e.strerror}", file=path) from None
+    except UnicodeDecodeError:
+        raise PlaybookError("-var-file: not UTF-8 text", file=path) from None
+    try:
+        doc = _Document(text, path)
+    except PlaybookError as e:
+        if e.line is None and e.message.endswith("is empty"):
+            return None             # nothing but comments: no values
+        raise
+    if not isinstance(doc.root, dict):
+        raise doc.error(doc.node(doc.root), "-var-file: expected a mapping of variable names "
+                        f"to values, got {_describe(doc.root)}")
+    return doc
+
+
+def _strings(value, path, container, key):
+    """Yield (path, container, key, text) for every string inside a YAML value."""
+    if isinstance(value, str):
+        yield path, container, key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{path}.{k}", value, k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]", value, i)
+
+
+def _walk(container, keys):
+    """The deepest (container, key) along ``keys`` that exists in the value."""
+    found = (container, None)
+    for k in keys:
+        try:
+            value = container[k]
+        except (KeyError, IndexError, TypeError):
+            break
+        found, container = (container, k), value
+    return found
+
+
 # ---------------------------------------------------------------- logging
 
 DEBUG, INFO, WARN, ERROR = 10, 20, 30, 40
@@ -4088,9 +4140,6 @@ class Logger:
 
     def error(self, message):
         self.log(ERROR, message)
-
-
-_HIDDEN = "details hidden (no_log)"
 
 
 class _TaskLog(Logger):
@@ -4471,20 +4520,6 @@ def _reason(error, ctx):
     return f"{type(error).__name__}: {error}"
 
 
-def _plural(n, noun):
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _item_text(item):
-    """A loop item as text, cut to 40 characters (for the report)."""
-    text = item if isinstance(item, str) else format_value(item)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _short(item):
-    return _excerpt(item if isinstance(item, str) else format_value(item))
-
-
 class _Runner:
     """Runs one task: when -> loop -> (params, module call under retry) -> register."""
 
@@ -4647,15 +4682,6 @@ class _Runner:
         import traceback
         self.ctx.log.debug(prefix + "".join(traceback.format_exception(
             type(error), error, error.__traceback__)).rstrip())
-
-
-def _seconds(value):
-    """A duration for people: 850ms, 2.35s, 1m30s."""
-    if value < 1:
-        return f"{value * 1000:.0f}ms"
-    if value < 60:
-        return f"{value:.2f}s"
-    return f"{int(value // 60)}m{value % 60:.0f}s"
 
 
 class _Workers:
