@@ -3468,6 +3468,17 @@ _RETRY_KEYS = ("attempts", "delay", "on_error")
 _OTHER_SYNTAX = re.compile(r"\{\{-?\s*[.$A-Za-z_][^{}]*\}\}")     # {{ .x }}, {{ x }}
 
 
+def _read_text(path, cannot, not_utf8):
+    """A UTF-8 file's text; else a PlaybookError that names it and says why."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise PlaybookError(f"{cannot}: {e.strerror}", file=path) from None
+    except UnicodeDecodeError:
+        raise PlaybookError(not_utf8, file=path) from None
+
+
 def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
     """Load and validate a playbook from a path or from YAML text.
 
@@ -3489,13 +3500,7 @@ def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
     gc.disable()        # loading makes many objects and no garbage: collections are waste
     try:
         if text is None:
-            try:
-                with open(file, encoding="utf-8") as f:
-                    text = f.read()
-            except OSError as e:
-                raise PlaybookError(f"cannot read the playbook: {e.strerror}", file=file) from None
-            except UnicodeDecodeError:
-                raise PlaybookError("the playbook is not UTF-8 text", file=file) from None
+            text = _read_text(file, "cannot read the playbook", "the playbook is not UTF-8 text")
         return _Loader(_Document(text, file), dict(vars or {}), modules_dirs,
                        var_files).playbook()
     except MemoryError:
@@ -3943,13 +3948,7 @@ def _yaml_value(text, name):
 def _var_file(path):
     """Read a -var-file: a YAML mapping of variable names to typed values (None if empty)."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise PlaybookError(f"-var-file: cannot read it: {e.strerror}", file=path) from None
-    except UnicodeDecodeError:
-        raise PlaybookError("-var-file: not UTF-8 text", file=path) from None
+    text = _read_text(path, "-var-file: cannot read it", "-var-file: not UTF-8 text")
     try:
         doc = _Document(text, path)
     except PlaybookError as e:
