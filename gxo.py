@@ -78,13 +78,6 @@ _DEFAULT_DELIMITERS = ("<<", ">>")
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _suggest(word, choices):
-    """Return ' (did you mean 'x'?)' for the closest choice, or ''."""
-    import difflib
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], 1, 0.6)
-    return f" (did you mean {_excerpt(close[0])}?)" if close else ""
-
-
 def _excerpt(text, limit=40):
     """Quote a user's text for a message; a long one is cut to its head and
     tail, with its length: 'aaaa…aaa' (10,000 chars)."""
@@ -92,6 +85,13 @@ def _excerpt(text, limit=40):
         return repr(text)
     head = limit * 2 // 3
     return f"{text[:head] + '…' + text[head - limit + 1:]!r} ({len(text):,} chars)"
+
+
+def _suggest(word, choices):
+    """Return ' (did you mean 'x'?)' for the closest choice, or ''."""
+    import difflib
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], 1, 0.6)
+    return f" (did you mean {_excerpt(close[0])}?)" if close else ""
 
 
 def _describe(value):
@@ -110,22 +110,23 @@ def _describe(value):
     return f"{type(value).__name__} {text if len(text) <= 40 else _excerpt(text)}"
 
 
-def _short(item):
-    """A loop item for a message: its text, quoted and cut (_excerpt)."""
-    return _excerpt(item if isinstance(item, str) else format_value(item))
-
-
-def _plural(n, noun):
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _seconds(value):
-    """A duration for people: 850ms, 2.35s, 1m30s."""
-    if value < 1:
-        return f"{value * 1000:.0f}ms"
-    if value < 60:
-        return f"{value:.2f}s"
-    return f"{int(value // 60)}m{value % 60:.0f}s"
+def _go_float_str(f):
+    """Go's %v for a float64: the shortest digits that read back as f, in
+    exponent form (at least two exponent digits) below 1e-4 and from 1e6 on."""
+    if f != f:
+        return "NaN"
+    if f in (math.inf, -math.inf):
+        return "+Inf" if f > 0 else "-Inf"
+    if f == 0 or 1e-4 <= abs(f) < 1e6:       # where repr() has no exponent either
+        r = repr(f)
+        return r[:-2] if r.endswith(".0") else r
+    mantissa, _, exp = repr(abs(f)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    exp = int(exp or 0) + len(whole) - (len(whole + frac) - len(digits)) - 1
+    digits = digits.rstrip("0")
+    return (f"{'-' if f < 0 else ''}{digits[0]}{'.' if len(digits) > 1 else ''}{digits[1:]}"
+            f"e{'-' if exp < 0 else '+'}{abs(exp):02d}")
 
 
 def format_value(v):
@@ -155,23 +156,22 @@ def format_value(v):
     return str(v)
 
 
-def _go_float_str(f):
-    """Go's %v for a float64: the shortest digits that read back as f, in
-    exponent form (at least two exponent digits) below 1e-4 and from 1e6 on."""
-    if f != f:
-        return "NaN"
-    if f in (math.inf, -math.inf):
-        return "+Inf" if f > 0 else "-Inf"
-    if f == 0 or 1e-4 <= abs(f) < 1e6:       # where repr() has no exponent either
-        r = repr(f)
-        return r[:-2] if r.endswith(".0") else r
-    mantissa, _, exp = repr(abs(f)).partition("e")
-    whole, _, frac = mantissa.partition(".")
-    digits = (whole + frac).lstrip("0")
-    exp = int(exp or 0) + len(whole) - (len(whole + frac) - len(digits)) - 1
-    digits = digits.rstrip("0")
-    return (f"{'-' if f < 0 else ''}{digits[0]}{'.' if len(digits) > 1 else ''}{digits[1:]}"
-            f"e{'-' if exp < 0 else '+'}{abs(exp):02d}")
+def _short(item):
+    """A loop item for a message: its text, quoted and cut (_excerpt)."""
+    return _excerpt(item if isinstance(item, str) else format_value(item))
+
+
+def _plural(n, noun):
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _seconds(value):
+    """A duration for people: 850ms, 2.35s, 1m30s."""
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 60:
+        return f"{value:.2f}s"
+    return f"{int(value // 60)}m{value % 60:.0f}s"
 
 
 def _path_parts(path):
@@ -1376,6 +1376,8 @@ class _TplParser:
     def term(self):
         typ, src, pos = tok = self.next_nonspace()
         if typ == "ident":
+            # A forward reference: the function table is defined with the functions,
+            # below; Go's parser checks names against its funcs map the same way.
             if src not in _TPL_FUNCS:
                 self.error(pos, f"unknown function '{src}'{_suggest(src, _TPL_FUNCS)}")
             return _IdentifierNode(pos, src)
@@ -1648,13 +1650,13 @@ def _tpl_int64(v):
     raise _TplFuncError(f"expected a number, got {_describe(v)}")
 
 
-def _tpl_add(*args):
-    return _tpl_wrap64(sum(map(_tpl_int64, args)))
-
-
 def _tpl_wrap64(n):
     """n as Go's int64 arithmetic leaves it (wrapping around on overflow)."""
     return (n + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def _tpl_add(*args):
+    return _tpl_wrap64(sum(map(_tpl_int64, args)))
 
 
 _GO_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
@@ -1704,105 +1706,28 @@ def _tpl_from_json(s):
         raise _TplFuncError(f"invalid JSON: {e}") from None
 
 
-# name -> (function, least and most argument counts). and/or are compiled
-# apart because they stop at the first deciding argument.
-_TPL_FUNCS = {
-    "and": (None, 1, None),
-    "or": (None, 1, None),
-    "not": (lambda v: not v, 1, 1),
-    "len": (_tpl_len, 1, 1),
-    "index": (_tpl_index, 1, None),
-    "slice": (_tpl_slice, 1, None),
-    "print": (_tpl_print, 0, None),
-    "printf": (lambda fmt, *args: _go_printf(fmt, args), 1, None),
-    "println": (lambda *args: " ".join(map(format_value, args)) + "\n", 0, None),
-    "eq": (_tpl_eq, 1, None),
-    "ne": (lambda a, b: not _tpl_eq(a, b), 2, 2),
-    "lt": (_tpl_lt, 2, 2),
-    "le": (lambda a, b: _tpl_lt(a, b) or _tpl_eq(a, b), 2, 2),
-    "gt": (lambda a, b: not (_tpl_lt(a, b) or _tpl_eq(a, b)), 2, 2),
-    "ge": (lambda a, b: not _tpl_lt(a, b), 2, 2),
-    "env": (lambda name: os.environ.get(_tpl_str_arg(name, "name"), ""), 1, 1),
-    "secret": (lambda name: _tpl_secret(_tpl_str_arg(name, "name")), 1, 1),
-    "html": (lambda *args: _tpl_args_text(args).translate(_TPL_HTML), 0, None),
-    "js": (_tpl_js, 0, None),
-    "urlquery": (_tpl_urlquery, 0, None),
-    # Sprig's, with its argument order: the value a pipeline feeds in comes last.
-    "default": (lambda d, *given: given[0] if given and given[0] else d, 1, None),
-    "splitList": (_tpl_split_list, 2, 2),
-    "join": (_tpl_join, 2, 2),
-    "trim": (lambda s: _tpl_text(s)[0].strip(_GO_SPACE), 1, 1),
-    "lower": (_tpl_lower, 1, 1),
-    "upper": (_tpl_upper, 1, 1),
-    "replace": (_tpl_replace, 3, 3),
-    "contains": (_tpl_text_test(str.__contains__), 2, 2),
-    "hasPrefix": (_tpl_text_test(str.startswith), 2, 2),
-    "hasSuffix": (_tpl_text_test(str.endswith), 2, 2),
-    "toJson": (_go_json, 1, 1),
-    "fromJson": (_tpl_from_json, 1, 1),
-    "add": (_tpl_add, 0, None),
-    "sub": (lambda a, b: _tpl_wrap64(_tpl_int64(a) - _tpl_int64(b)), 2, 2),
-}
-_TPL_NIL_ARGS = frozenset(("print", "printf", "println", "html", "js", "urlquery", "default",
-                           "join", "toJson", "add", "sub"))    # Go's interface{} parameters
-
-
-def _tpl_secret(name):
-    """An environment variable's value, masked in everything gxo prints."""
-    value = os.environ.get(name)
-    if value is None:
-        raise _TplFuncError(f"secret: environment variable {name} is not set")
-    _secrets.add(value)
-    return value
-
-
-# -- templates: printf
-
 _TPL_VERB = re.compile(r"%([-+# 0]*)(\*|\d+)?(\.(?:\*|\d*))?(.?)", re.S)
+
+
 _TPL_QUOTE_ESC = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
                   "\t": "\\t", "\v": "\\v", "\\": "\\\\"}
 
 
-def _go_printf(fmt, args):
-    """Go's fmt.Sprintf, with its notes for mistakes: %!d(string=x) for a
-    verb that does not fit, %!s(MISSING), %!(EXTRA type=value)."""
-    _tpl_str_arg(fmt, "format")
-    out, n, i = [], 0, 0
-    for m in _TPL_VERB.finditer(fmt):
-        out.append(fmt[i:m.start()])
-        i = m.end()
-        flags, width, prec, verb = m.groups()
-        if verb == "%":
-            out.append("%")
-            continue
-        stars = []
-        for part in (width, prec and prec[1:]):
-            if part == "*":                  # width or precision from the arguments
-                arg = args[n] if n < len(args) else None
-                n += 1
-                stars.append(arg if type(arg) is int else "bad")
-            else:
-                stars.append(int(part) if part else None)
-        width, prec = stars[0], (stars[1] if prec else None)
-        if "bad" in (width, prec):
-            out.append("%!(BADWIDTH)" if width == "bad" else "%!(BADPREC)")
-            width = prec = None
-        if width is not None and width < 0:
-            flags, width = flags + "-", -width
-        if prec is not None and prec < 0:
-            prec = None
-        if not verb:
-            out.append("%!(NOVERB)")
-        elif n >= len(args):
-            out.append(f"%!{verb}(MISSING)")
+def _go_quote(s, quote, ascii_only=False):
+    """Go's strconv.Quote (or QuoteRune with quote "'")."""
+    out = [quote]
+    for c in s:
+        if c == quote:
+            out.append("\\" + c)
+        elif c in _TPL_QUOTE_ESC:
+            out.append(_TPL_QUOTE_ESC[c])
+        elif c.isprintable() and (c < "\x7f" or not ascii_only):
+            out.append(c)
         else:
-            out.append(_go_format(args[n], verb, flags, width, prec))
-            n += 1
-    out.append(fmt[i:])
-    if n < len(args):
-        extra = ", ".join("<nil>" if a is None else f"{_tpl_go_type(a)}={_go_format(a, 'v')}"
-                          for a in args[n:])
-        out.append(f"%!(EXTRA {extra})")
+            code = ord(c)
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+                       if code < 0x10000 else f"\\U{code:08x}")
+    out.append(quote)
     return "".join(out)
 
 
@@ -1864,22 +1789,102 @@ def _go_format(v, verb, flags="", width=None, prec=None):
     return " " * pad + sign + prefix + body
 
 
-def _go_quote(s, quote, ascii_only=False):
-    """Go's strconv.Quote (or QuoteRune with quote "'")."""
-    out = [quote]
-    for c in s:
-        if c == quote:
-            out.append("\\" + c)
-        elif c in _TPL_QUOTE_ESC:
-            out.append(_TPL_QUOTE_ESC[c])
-        elif c.isprintable() and (c < "\x7f" or not ascii_only):
-            out.append(c)
+def _go_printf(fmt, args):
+    """Go's fmt.Sprintf, with its notes for mistakes: %!d(string=x) for a
+    verb that does not fit, %!s(MISSING), %!(EXTRA type=value)."""
+    _tpl_str_arg(fmt, "format")
+    out, n, i = [], 0, 0
+    for m in _TPL_VERB.finditer(fmt):
+        out.append(fmt[i:m.start()])
+        i = m.end()
+        flags, width, prec, verb = m.groups()
+        if verb == "%":
+            out.append("%")
+            continue
+        stars = []
+        for part in (width, prec and prec[1:]):
+            if part == "*":                  # width or precision from the arguments
+                arg = args[n] if n < len(args) else None
+                n += 1
+                stars.append(arg if type(arg) is int else "bad")
+            else:
+                stars.append(int(part) if part else None)
+        width, prec = stars[0], (stars[1] if prec else None)
+        if "bad" in (width, prec):
+            out.append("%!(BADWIDTH)" if width == "bad" else "%!(BADPREC)")
+            width = prec = None
+        if width is not None and width < 0:
+            flags, width = flags + "-", -width
+        if prec is not None and prec < 0:
+            prec = None
+        if not verb:
+            out.append("%!(NOVERB)")
+        elif n >= len(args):
+            out.append(f"%!{verb}(MISSING)")
         else:
-            code = ord(c)
-            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
-                       if code < 0x10000 else f"\\U{code:08x}")
-    out.append(quote)
+            out.append(_go_format(args[n], verb, flags, width, prec))
+            n += 1
+    out.append(fmt[i:])
+    if n < len(args):
+        extra = ", ".join("<nil>" if a is None else f"{_tpl_go_type(a)}={_go_format(a, 'v')}"
+                          for a in args[n:])
+        out.append(f"%!(EXTRA {extra})")
     return "".join(out)
+
+
+def _tpl_secret(name):
+    """An environment variable's value, masked in everything gxo prints."""
+    value = os.environ.get(name)
+    if value is None:
+        raise _TplFuncError(f"secret: environment variable {name} is not set")
+    _secrets.add(value)
+    return value
+
+
+# name -> (function, least and most argument counts). and/or are compiled
+# apart because they stop at the first deciding argument.
+_TPL_FUNCS = {
+    "and": (None, 1, None),
+    "or": (None, 1, None),
+    "not": (lambda v: not v, 1, 1),
+    "len": (_tpl_len, 1, 1),
+    "index": (_tpl_index, 1, None),
+    "slice": (_tpl_slice, 1, None),
+    "print": (_tpl_print, 0, None),
+    "printf": (lambda fmt, *args: _go_printf(fmt, args), 1, None),
+    "println": (lambda *args: " ".join(map(format_value, args)) + "\n", 0, None),
+    "eq": (_tpl_eq, 1, None),
+    "ne": (lambda a, b: not _tpl_eq(a, b), 2, 2),
+    "lt": (_tpl_lt, 2, 2),
+    "le": (lambda a, b: _tpl_lt(a, b) or _tpl_eq(a, b), 2, 2),
+    "gt": (lambda a, b: not (_tpl_lt(a, b) or _tpl_eq(a, b)), 2, 2),
+    "ge": (lambda a, b: not _tpl_lt(a, b), 2, 2),
+    "env": (lambda name: os.environ.get(_tpl_str_arg(name, "name"), ""), 1, 1),
+    "secret": (lambda name: _tpl_secret(_tpl_str_arg(name, "name")), 1, 1),
+    "html": (lambda *args: _tpl_args_text(args).translate(_TPL_HTML), 0, None),
+    "js": (_tpl_js, 0, None),
+    "urlquery": (_tpl_urlquery, 0, None),
+    # Sprig's, with its argument order: the value a pipeline feeds in comes last.
+    "default": (lambda d, *given: given[0] if given and given[0] else d, 1, None),
+    "splitList": (_tpl_split_list, 2, 2),
+    "join": (_tpl_join, 2, 2),
+    "trim": (lambda s: _tpl_text(s)[0].strip(_GO_SPACE), 1, 1),
+    "lower": (_tpl_lower, 1, 1),
+    "upper": (_tpl_upper, 1, 1),
+    "replace": (_tpl_replace, 3, 3),
+    "contains": (_tpl_text_test(str.__contains__), 2, 2),
+    "hasPrefix": (_tpl_text_test(str.startswith), 2, 2),
+    "hasSuffix": (_tpl_text_test(str.endswith), 2, 2),
+    "toJson": (_go_json, 1, 1),
+    "fromJson": (_tpl_from_json, 1, 1),
+    "add": (_tpl_add, 0, None),
+    "sub": (lambda a, b: _tpl_wrap64(_tpl_int64(a) - _tpl_int64(b)), 2, 2),
+}
+_TPL_NIL_ARGS = frozenset(("print", "printf", "println", "html", "js", "urlquery", "default",
+                           "join", "toJson", "add", "sub"))    # Go's interface{} parameters
+
+
+# -- templates: printf
 
 
 # -- templates: compiler
@@ -2671,6 +2676,16 @@ class Channel:
         return self._dropped + (len(self._items) if self._detached else 0)
 
 
+def copy_record(value):
+    """A private, mutable deep copy of a JSON-like value (a record, or a value
+    from state or params, which are read-only); much cheaper than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: copy_record(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [copy_record(v) for v in value]
+    return value
+
+
 class _CopyingChannel(Channel):
     """A fan-out consumer's channel: it gets a deep copy of each record (a
     subclass, so that Channel.put needs no branch)."""
@@ -2694,16 +2709,6 @@ def fan_out(outputs):
         for p in puts:
             p(record)
     return put
-
-
-def copy_record(value):
-    """A private, mutable deep copy of a JSON-like value (a record, or a value
-    from state or params, which are read-only); much cheaper than copy.deepcopy."""
-    if isinstance(value, dict):
-        return {k: copy_record(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [copy_record(v) for v in value]
-    return value
 
 
 class _ErrorSink:
@@ -2765,6 +2770,17 @@ def _pipelines(tasks, consumers):
     return [m for m in members.values()]
 
 
+def _cycle_text(edges, tasks):
+    """'a -> b -> a' for a list of (waiting task, awaited task) edges."""
+    parts, prev = [tasks[edges[0][0]].key], edges[0][0]
+    for src, dst in edges:
+        if src != prev:
+            parts[-1] += f" (streams with {tasks[src].key})"
+        parts.append(tasks[dst].key)
+        prev = dst
+    return " -> ".join(parts)
+
+
 def _find_cycle(tasks, groups):
     """Return (message, task index) for a cycle among pipelines, or None."""
     group_of = {i: g for g, members in enumerate(groups) for i in members}
@@ -2799,17 +2815,6 @@ def _find_cycle(tasks, groups):
             else:
                 state[stack.pop()[0]] = 2
     return None
-
-
-def _cycle_text(edges, tasks):
-    """'a -> b -> a' for a list of (waiting task, awaited task) edges."""
-    parts, prev = [tasks[edges[0][0]].key], edges[0][0]
-    for src, dst in edges:
-        if src != prev:
-            parts[-1] += f" (streams with {tasks[src].key})"
-        parts.append(tasks[dst].key)
-        prev = dst
-    return " -> ".join(parts)
 
 
 # -- the plan: -validate and -graph show the DAG without running it
@@ -3060,6 +3065,11 @@ _PACKAGE = (__spec__.parent + "." if __spec__ and __spec__.parent else "") + "gx
 _USER_FILES = set()             # module files from modules folders imported so far
 
 
+def _builtin_clash(name, where):
+    return GxoError(f"module type '{name}' is built in ({where}): a module cannot replace it; "
+                    "pick another name")
+
+
 def register(name, factory=None):
     """Register a module factory (usually a Module subclass) under a type name.
 
@@ -3078,11 +3088,6 @@ def register(name, factory=None):
         _MODULES[name] = factory
         return factory
     return add if factory is None else add(factory)
-
-
-def _builtin_clash(name, where):
-    return GxoError(f"module type '{name}' is built in ({where}): a module cannot replace it; "
-                    "pick another name")
 
 
 class Module:
@@ -3116,6 +3121,17 @@ class Module:
         processed.
         """
         raise NotImplementedError
+
+
+def _as_kernel(load, *args):
+    """Call load(*args) with 'import gxo' meaning this module, even if another copy is loaded."""
+    saved = sys.modules.get("gxo")
+    sys.modules["gxo"] = sys.modules[__name__]
+    try:
+        return load(*args)
+    finally:
+        if saved is not None:
+            sys.modules["gxo"] = saved
 
 
 class _ModuleFinder:
@@ -3238,17 +3254,6 @@ class _ModuleFinder:
             why = str(e) if isinstance(e, GxoError) else f"{type(e).__name__}: {e}"
             raise PlaybookError(f"cannot load module file {path}: {why}") from None
         _USER_FILES.add(path)
-
-
-def _as_kernel(load, *args):
-    """Call load(*args) with 'import gxo' meaning this module, even if another copy is loaded."""
-    saved = sys.modules.get("gxo")
-    sys.modules["gxo"] = sys.modules[__name__]
-    try:
-        return load(*args)
-    finally:
-        if saved is not None:
-            sys.modules["gxo"] = saved
 
 
 _MISSING = object()
@@ -3479,36 +3484,52 @@ def _read_text(path, cannot, not_utf8):
         raise PlaybookError(not_utf8, file=path) from None
 
 
-def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
-    """Load and validate a playbook from a path or from YAML text.
+def _strings(value, path, container, key):
+    """Yield (path, container, key, text) for every string inside a YAML value."""
+    if isinstance(value, str):
+        yield path, container, key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{path}.{k}", value, k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]", value, i)
 
-    ``source`` is a path if it is an os.PathLike, or a str with no newline
-    that does not start with '{'; any other str is the YAML text itself
-    ("{name: x, tasks: [...]}" or several lines).  ``vars`` are the -var
-    overrides (a string is typed like the var it sets), over the values of
-    ``var_files`` (-var-file: YAML mappings, later ones win).  Raises
-    PlaybookError, naming the file, line, task and field, if anything is
-    wrong; nothing has run by then.
-    """
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
-                                           and not source.lstrip().startswith("{")):
-        file, text = os.fspath(source), None
-    else:
-        file, text = "<playbook>", source
-    import gc
-    collecting = gc.isenabled()
-    gc.disable()        # loading makes many objects and no garbage: collections are waste
+
+def _yaml_value(text, name):
+    """A -var's text read as YAML, or None if it is not valid YAML."""
     try:
-        if text is None:
-            text = _read_text(file, "cannot read the playbook", "the playbook is not UTF-8 text")
-        return _Loader(_Document(text, file), dict(vars or {}), modules_dirs,
-                       var_files).playbook()
-    except MemoryError:
-        pass            # reported below, once what was built is freed
-    finally:
-        if collecting:
-            gc.enable()
-    raise PlaybookError("out of memory while loading the playbook", file=file)
+        return _Document(text, f"-var {name}").root
+    except PlaybookError:
+        return None
+
+
+def _var_file(path):
+    """Read a -var-file: a YAML mapping of variable names to typed values (None if empty)."""
+    path = os.fspath(path)
+    text = _read_text(path, "-var-file: cannot read it", "-var-file: not UTF-8 text")
+    try:
+        doc = _Document(text, path)
+    except PlaybookError as e:
+        if e.line is None and e.message.endswith("is empty"):
+            return None             # nothing but comments: no values
+        raise
+    if not isinstance(doc.root, dict):
+        raise doc.error(doc.node(doc.root), "-var-file: expected a mapping of variable names "
+                        f"to values, got {_describe(doc.root)}")
+    return doc
+
+
+def _walk(container, keys):
+    """The deepest (container, key) along ``keys`` that exists in the value."""
+    found = (container, None)
+    for k in keys:
+        try:
+            value = container[k]
+        except (KeyError, IndexError, TypeError):
+            break
+        found, container = (container, k), value
+    return found
 
 
 class _Loader:
@@ -3937,52 +3958,36 @@ class _Loader:
             t.reads.add(("status", self.task_keys[name].index))
 
 
-def _yaml_value(text, name):
-    """A -var's text read as YAML, or None if it is not valid YAML."""
+def load_playbook(source, vars=None, *, modules_dirs=(), var_files=()):
+    """Load and validate a playbook from a path or from YAML text.
+
+    ``source`` is a path if it is an os.PathLike, or a str with no newline
+    that does not start with '{'; any other str is the YAML text itself
+    ("{name: x, tasks: [...]}" or several lines).  ``vars`` are the -var
+    overrides (a string is typed like the var it sets), over the values of
+    ``var_files`` (-var-file: YAML mappings, later ones win).  Raises
+    PlaybookError, naming the file, line, task and field, if anything is
+    wrong; nothing has run by then.
+    """
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
+                                           and not source.lstrip().startswith("{")):
+        file, text = os.fspath(source), None
+    else:
+        file, text = "<playbook>", source
+    import gc
+    collecting = gc.isenabled()
+    gc.disable()        # loading makes many objects and no garbage: collections are waste
     try:
-        return _Document(text, f"-var {name}").root
-    except PlaybookError:
-        return None
-
-
-def _var_file(path):
-    """Read a -var-file: a YAML mapping of variable names to typed values (None if empty)."""
-    path = os.fspath(path)
-    text = _read_text(path, "-var-file: cannot read it", "-var-file: not UTF-8 text")
-    try:
-        doc = _Document(text, path)
-    except PlaybookError as e:
-        if e.line is None and e.message.endswith("is empty"):
-            return None             # nothing but comments: no values
-        raise
-    if not isinstance(doc.root, dict):
-        raise doc.error(doc.node(doc.root), "-var-file: expected a mapping of variable names "
-                        f"to values, got {_describe(doc.root)}")
-    return doc
-
-
-def _strings(value, path, container, key):
-    """Yield (path, container, key, text) for every string inside a YAML value."""
-    if isinstance(value, str):
-        yield path, container, key, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(v, f"{path}.{k}", value, k)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, f"{path}[{i}]", value, i)
-
-
-def _walk(container, keys):
-    """The deepest (container, key) along ``keys`` that exists in the value."""
-    found = (container, None)
-    for k in keys:
-        try:
-            value = container[k]
-        except (KeyError, IndexError, TypeError):
-            break
-        found, container = (container, k), value
-    return found
+        if text is None:
+            text = _read_text(file, "cannot read the playbook", "the playbook is not UTF-8 text")
+        return _Loader(_Document(text, file), dict(vars or {}), modules_dirs,
+                       var_files).playbook()
+    except MemoryError:
+        pass            # reported below, once what was built is freed
+    finally:
+        if collecting:
+            gc.enable()
+    raise PlaybookError("out of memory while loading the playbook", file=file)
 
 
 # ---------------------------------------------------------------- logging
@@ -4162,6 +4167,52 @@ def _utc(t):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
+_REPORT_SCHEMA = "gxo-report/1"          # -report's "schema": docs/report.md
+
+
+def _report_text(fields, tasks):
+    """The report in pieces: ``fields``, then each (task, its items or None) of ``tasks``.
+
+    One task, and one loop item, a line: the C encoder writes a big loop's
+    report fast, and it still reads well.
+    """
+    import json
+    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    yield dumps({"schema": _REPORT_SCHEMA, "gxo": __version__, **fields})[:-1] + ',\n "tasks": ['
+    for n, (task, items) in enumerate(tasks):
+        yield ("," if n else "") + "\n  " + dumps(task)[:-1] + ', "items": '
+        if items is None:
+            yield "null}"
+        else:
+            yield "[" + ",".join("\n   " + dumps(item) for item in items) + "]}"
+    yield "]}\n"
+
+
+def _write_report(path, log, fields, tasks=()):
+    """Write a -report file (``-``: stdout); a new file replaces the old one only when complete."""
+    # Replace only a regular file: write through a symlink (/dev/stdout), a FIFO or a device.
+    atomic = path != "-" and (not os.path.lexists(path)
+                              or (os.path.isfile(path) and not os.path.islink(path)))
+    tmp = f"{path}.tmp" if atomic else path
+    try:
+        if path == "-":
+            sys.stdout.writelines(map(_secrets.mask, _report_text(fields, tasks)))
+            sys.stdout.flush()
+            return
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(map(_secrets.mask, _report_text(fields, tasks)))
+        if atomic:
+            os.replace(tmp, path)
+    except OSError as e:
+        log.error(f"cannot write the report {path}: {e.strerror or e}")
+        if atomic and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _progress(done, failed, total):
+    return f"{done}/{total} items" + (f", {failed} failed" if failed else "")
+
+
 class _Reporter:
     """What a run tells its operator, told by the engine step by step (doit's
     reporter is the model): the task start and end lines, loop progress, the
@@ -4172,7 +4223,7 @@ class _Reporter:
     a pipe, the json format) as a log line per loop at most every 5 seconds.
     """
 
-    SCHEMA = "gxo-report/1"
+    SCHEMA = _REPORT_SCHEMA
     EVERY_TTY, EVERY_PLAIN = 1.0, 5.0       # seconds between progress updates
 
     def __init__(self, log, playbook, dry_run=False, report=None):
@@ -4286,49 +4337,6 @@ class _Reporter:
             "start": _utc(self.start), "duration": round(result.duration, 3),
             "exit_code": result.exit_code, "dry_run": self.dry_run, "halted": halted,
             "error": None, "counts": result.counts()}, tasks)
-
-
-def _progress(done, failed, total):
-    return f"{done}/{total} items" + (f", {failed} failed" if failed else "")
-
-
-def _report_text(fields, tasks):
-    """The report in pieces: ``fields``, then each (task, its items or None) of ``tasks``.
-
-    One task, and one loop item, a line: the C encoder writes a big loop's
-    report fast, and it still reads well.
-    """
-    import json
-    dumps = json.JSONEncoder(ensure_ascii=False).encode
-    yield dumps({"schema": _Reporter.SCHEMA, "gxo": __version__, **fields})[:-1] + ',\n "tasks": ['
-    for n, (task, items) in enumerate(tasks):
-        yield ("," if n else "") + "\n  " + dumps(task)[:-1] + ', "items": '
-        if items is None:
-            yield "null}"
-        else:
-            yield "[" + ",".join("\n   " + dumps(item) for item in items) + "]}"
-    yield "]}\n"
-
-
-def _write_report(path, log, fields, tasks=()):
-    """Write a -report file (``-``: stdout); a new file replaces the old one only when complete."""
-    # Replace only a regular file: write through a symlink (/dev/stdout), a FIFO or a device.
-    atomic = path != "-" and (not os.path.lexists(path)
-                              or (os.path.isfile(path) and not os.path.islink(path)))
-    tmp = f"{path}.tmp" if atomic else path
-    try:
-        if path == "-":
-            sys.stdout.writelines(map(_secrets.mask, _report_text(fields, tasks)))
-            sys.stdout.flush()
-            return
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(map(_secrets.mask, _report_text(fields, tasks)))
-        if atomic:
-            os.replace(tmp, path)
-    except OSError as e:
-        log.error(f"cannot write the report {path}: {e.strerror or e}")
-        if atomic and os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ---------------------------------------------------------------- executors
@@ -4797,6 +4805,16 @@ def _open_file_limit():
     return max(1, (soft - used - 16) // _FDS_PER_CALL), soft
 
 
+def _stop_streams(ctx, name, input, outputs):
+    """The cancel callback of a streaming task: wake whatever waits on its channels."""
+    def stop(hard):
+        for channel in outputs:
+            channel.abort(f"stream producer {name} failed")
+        if input is not None:
+            input.detach(ctx.reason)
+    return stop
+
+
 class Engine:
     """Runs a loaded playbook: schedules its tasks as a DAG, returns a RunResult.
 
@@ -5145,16 +5163,6 @@ class Engine:
         return ""
 
 
-def _stop_streams(ctx, name, input, outputs):
-    """The cancel callback of a streaming task: wake whatever waits on its channels."""
-    def stop(hard):
-        for channel in outputs:
-            channel.abort(f"stream producer {name} failed")
-        if input is not None:
-            input.detach(ctx.reason)
-    return stop
-
-
 def run_playbook(source, vars=None, *, dry_run=False, concurrency=None,
                  channel_buffer_size=100, log_level="INFO", log_stream=None,
                  modules_dirs=(), var_files=(), log_format="text", report=None,
@@ -5276,15 +5284,6 @@ def _parse_args(argv):
     return opts
 
 
-def main(argv=None):
-    """The gxo command; returns the exit code."""
-    try:
-        return _main(argv)
-    except MemoryError:     # wherever it happens: one line, never a traceback
-        sys.stderr.write("gxo: out of memory\n")
-        return 1
-
-
 def _main(argv):
     try:
         opts = _parse_args(sys.argv[1:] if argv is None else argv)
@@ -5355,6 +5354,15 @@ def _main(argv):
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+
+
+def main(argv=None):
+    """The gxo command; returns the exit code."""
+    try:
+        return _main(argv)
+    except MemoryError:     # wherever it happens: one line, never a traceback
+        sys.stderr.write("gxo: out of memory\n")
+        return 1
 
 
 if __name__ == "__main__":
