@@ -386,6 +386,8 @@ def bench_case(case, args, work, cache_dir, peer_names):
     if case.get("launch") in ("module", "load"):
         launch = ["-m", os.path.splitext(os.path.basename(args.gxo))[0]]
         env = {**env, "PYTHONPATH": os.path.dirname(args.gxo)}
+    elif case.get("launch") == "pyz":
+        launch = [os.path.join(work, "gxo.pyz")]
     argv = [*launch, "-playbook", book, *case.get("gxo_args", ())]
     if case.get("launch") == "load":
         argv = ["-c", f"import sys, {launch[1]}; {launch[1]}.load_playbook(sys.argv[1])", book]
