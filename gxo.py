@@ -3292,7 +3292,8 @@ class Params:
     def _rendered(self, path):
         """Whether the value at path ('args[0]') came out of a template."""
         raw = self._raw
-        for key in _path_parts(path):
+        # A plain name (most of them, and every param not given) needs no parsing.
+        for key in _path_parts(path) if "." in path or "[" in path else (path,):
             try:
                 raw = raw[key]
             except (KeyError, IndexError, TypeError):
