@@ -45,7 +45,7 @@ __all__ = [
     "DEBUG", "INFO", "WARN", "ERROR", "LEVELS",
     "Executor", "LocalExecutor", "Engine", "RunResult", "TaskResult", "run_playbook", "main",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 import itertools
 import math
