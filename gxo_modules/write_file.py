@@ -65,11 +65,11 @@ class WriteFile(gxo.Module):
             raise gxo.TaskError("write_file needs stream_input: the name of the task whose "
                                 "records it writes")
         path = params["path"]
-        puts = [o.put for o in outputs]
+        put = gxo.fan_out(outputs) if outputs else None      # tee: what streams from us
         if ctx.dry_run:
             count = 0
             for count, record in enumerate(input, 1):
-                for put in puts:
+                if put is not None:
                     put(record)
             how = "append" if params["append"] else "write"
             ctx.log.info(f"[Dry Run] Would {how} {count} records to {path}")
@@ -91,9 +91,9 @@ class WriteFile(gxo.Module):
         try:
             with f:
                 if params["format"] == "json":
-                    count = _write_json(f.write, input, puts)
+                    count = _write_json(f.write, input, put)
                 else:
-                    count = _write_lines(f.write, input, puts, params["field"], ctx.name, errors)
+                    count = _write_lines(f.write, input, put, params["field"], ctx.name, errors)
             if not params["append"]:
                 _keep_mode(path, target)
                 os.replace(target, path)
@@ -109,7 +109,7 @@ class WriteFile(gxo.Module):
         return {"path": path, "count": count}
 
 
-def _write_json(write, input, puts):
+def _write_json(write, input, put):
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
     count = 0
     for count, record in enumerate(input, 1):
@@ -117,12 +117,12 @@ def _write_json(write, input, puts):
             write(encode(record) + "\n")
         except UnicodeEncodeError:  # lone surrogates (undecodable input): as JSON escapes
             write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
-        for put in puts:
+        if put is not None:
             put(record)
     return count
 
 
-def _write_lines(write, input, puts, field, name, errors):
+def _write_lines(write, input, put, field, name, errors):
     text, written = gxo.format_value, 0
     for record in input:
         try:
@@ -138,7 +138,7 @@ def _write_lines(write, input, puts, field, name, errors):
                 errors.put(gxo.RecordProcessingError(
                     name, _short(record), f"'{field}' is not valid UTF-8 text: "
                     f"{line[e.start]!r} at character {e.start} is a lone surrogate"))
-        for put in puts:            # written first: a consumer may change the record
+        if put is not None:         # written first: a consumer may change the record
             put(record)
     return written
 
